@@ -1,0 +1,25 @@
+# Two commands: `make lab` (set up, open the notebooks) and `make test` (set up, run every test).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA := $(if $(CAS_EDU_DATA),$(CAS_EDU_DATA),$(wildcard ../shared/data))
+
+.PHONY: setup lab test benchmarks clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+test: $(STAMP)
+	CAS_EDU_DATA=$(DATA) $(BIN)/python -m pytest tests -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,176 @@
+"""White-box L∞/L2 attacks: FGSM, PGD, CW∞ (PGD on the margin loss) and the TRADES KL attack.
+
+Every attack takes ``(model, x, y, eps, ...)`` and returns adversarial images with
+‖x_adv − x‖ ≤ ε and x_adv ∈ [0, 1]. The model runs in evaluation mode (BatchNorm statistics
+frozen, CAS masks from the auxiliary predictions) and its mode is restored afterwards; only
+input gradients are computed. ``objective="ce"`` attacks the main head alone;
+``objective="ce+cas"`` adds β · mean CE of the auxiliary CAS heads, the official adaptive attack.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cas import DEFAULT_CAS_BETA
+
+OBJECTIVES = ("ce", "ce+cas")
+NORMS = ("linf", "l2")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in evaluation mode for the block and restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def has_cas(model: nn.Module) -> bool:
+    """Whether ``model`` carries CAS modules (and so exposes auxiliary logits)."""
+    return bool(getattr(model, "has_cas", False))
+
+
+def validate_attack_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float,
+                           objective: str = "ce", norm: str = "linf") -> None:
+    """Raise ``ValueError`` with a plain sentence when an attack's arguments cannot be right."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
+        raise ValueError("x must be a floating-point tensor of images shaped N×C×H×W.")
+    if y is not None and (y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point()):
+        raise ValueError(f"y must be an integer label tensor of shape ({x.shape[0]},), got {tuple(y.shape)}.")
+    if norm not in NORMS:
+        raise ValueError(f"Unknown norm {norm!r}; choose one of {', '.join(NORMS)}.")
+    if not (eps >= 0 and (eps <= 1 or norm == "l2")):
+        raise ValueError(f"eps must lie in [0, 1] for L∞ images in [0, 1], got {eps}.")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError("x must hold images scaled to [0, 1]; divide uint8 images by 255.")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"Unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
+    if objective == "ce+cas" and not has_cas(model):
+        raise ValueError("objective 'ce+cas' needs a model with CAS modules; use objective='ce' for this model.")
+
+
+def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 50.0) -> torch.Tensor:
+    """Per-example CW margin: best wrong logit minus the true logit, capped at ``kappa``."""
+    true_logit = logits.gather(1, y[:, None]).squeeze(1)
+    wrong_logit = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    return (wrong_logit - true_logit).clamp(max=kappa)
+
+
+def attack_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: str = "ce",
+                     loss: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
+    """The summed per-example loss an attack ascends: main loss, plus β · mean aux CE for ``ce+cas``."""
+    if objective == "ce":
+        logits, aux = model(x), []
+    else:
+        details = model.forward_details(x)
+        logits, aux = details.logits, details.aux_logits
+    main = F.cross_entropy(logits, y, reduction="none") if loss == "ce" else margin_loss(logits, y)
+    if aux:
+        main = main + beta * torch.stack([F.cross_entropy(a, y, reduction="none") for a in aux]).mean(dim=0)
+    return main.sum()
+
+
+def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        noise = torch.empty_like(x).uniform_(-eps, eps)
+    else:
+        direction = torch.randn_like(x)
+        direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
+        radius = torch.rand(x.shape[0], device=x.device, dtype=x.dtype).view(-1, *[1] * (x.dim() - 1))
+        noise = direction * radius * eps
+    return (x + noise).clamp(0, 1)
+
+
+def _step(x_adv: torch.Tensor, grad: torch.Tensor, step_size: float, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        return x_adv + step_size * grad.sign()
+    grad_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
+    return x_adv + step_size * grad / grad_norm
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf") -> torch.Tensor:
+    """Project onto the ε-ball around ``x`` intersected with [0, 1]."""
+    if norm == "linf":
+        x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps)
+    else:
+        delta = x_adv - x
+        scale = (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+        x_adv = x + delta * scale.view(-1, *[1] * (x.dim() - 1))
+    return x_adv.clamp(0, 1)
+
+
+def _exact_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Undo the last-ulp overshoot that rounding of ``x ± eps`` can leave, so ‖x_adv − x‖∞ ≤ ε exactly."""
+    wide = torch.float32 if x.device.type == "mps" else torch.float64
+    over = (x_adv.to(wide) - x.to(wide)).abs() > eps
+    return torch.where(over, torch.nextafter(x_adv, x), x_adv)
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float | None = None,
+        steps: int = 10, random_start: bool = True, objective: str = "ce", beta: float = DEFAULT_CAS_BETA,
+        norm: str = "linf", loss: str = "ce") -> torch.Tensor:
+    """Projected gradient ascent on the chosen loss; ``step_size`` defaults to 2.5·ε/steps."""
+    validate_attack_inputs(model, x, y, eps, objective, norm)
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}.")
+    if loss not in ("ce", "margin"):
+        raise ValueError(f"Unknown loss {loss!r}; choose 'ce' or 'margin'.")
+    step_size = 2.5 * eps / steps if step_size is None else step_size
+    if step_size <= 0 and eps > 0:
+        raise ValueError(f"step_size must be positive, got {step_size}.")
+    x = x.detach()
+    with eval_mode(model):
+        x_adv = _random_start(x, eps, norm) if random_start and eps > 0 else x.clone()
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            objective_value = attack_objective(model, x_adv, y, objective, loss, beta)
+            (grad,) = torch.autograd.grad(objective_value, x_adv)
+            x_adv = project(_step(x_adv.detach(), grad, step_size, norm), x, eps, norm)
+    return _exact_linf(x_adv, x, eps) if norm == "linf" else x_adv
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, random_start: bool = False,
+         objective: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
+    """One signed-gradient step of size ε (from a uniform random start when ``random_start``, as the official evaluation)."""
+    return pgd(model, x, y, eps, step_size=eps, steps=1, random_start=random_start, objective=objective, beta=beta)
+
+
+def cw_inf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float | None = None,
+           steps: int = 20, random_start: bool = True, objective: str = "ce",
+           beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
+    """CW∞: L∞ PGD on the margin loss (best wrong logit minus true logit)."""
+    return pgd(model, x, y, eps, step_size, steps, random_start, objective, beta, loss="margin")
+
+
+def trades_kl_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: float, steps: int = 10,
+                     objective: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
+    """The TRADES inner maximisation: KL(p(x_adv) ‖ p(x)) from a 0.001·N(0, 1) start (plus the aux-head KLs for ``ce+cas``)."""
+    validate_attack_inputs(model, x, None, eps, objective)
+    x = x.detach()
+    with eval_mode(model), torch.no_grad():
+        natural = model.forward_details(x) if objective == "ce+cas" else None
+        natural_probs = (natural.logits if natural else model(x)).softmax(dim=1)
+        natural_aux = [a.softmax(dim=1) for a in natural.aux_logits] if natural else []
+    with eval_mode(model):
+        x_adv = project(x + 0.001 * torch.randn_like(x), x, eps)
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            if objective == "ce+cas":
+                details = model.forward_details(x_adv)
+                logits, aux = details.logits, details.aux_logits
+            else:
+                logits, aux = model(x_adv), []
+            kl = F.kl_div(logits.log_softmax(dim=1), natural_probs, reduction="sum")
+            if aux:
+                kl = kl + beta * torch.stack([F.kl_div(a.log_softmax(dim=1), p, reduction="sum")
+                                              for a, p in zip(aux, natural_aux)]).mean()
+            (grad,) = torch.autograd.grad(kl, x_adv)
+            x_adv = project(_step(x_adv.detach(), grad, step_size, "linf"), x, eps)
+    return _exact_linf(x_adv, x, eps)

@@ -1,0 +1,107 @@
+"""Training configuration and the hyper-parameters of the official CAS code, recorded in one place."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+METHODS = ("standard", "pgd_at", "trades", "mart")
+PRESETS = ("fast", "paper")
+
+#: Official CAS code, CIFAR-10 ResNet-18 (see ../shared/GUIDE.md, "Official training defaults").
+#: ``lr_drops`` maps an epoch to the factor applied to the base learning rate from that epoch on.
+OFFICIAL = {
+    "pgd_at": dict(epochs=200, lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128,
+                   lr_drops={75: 0.1, 90: 0.01}, eps=8 / 255, step_size=2 / 255, attack_steps=10, method_beta=0.0),
+    "trades": dict(epochs=100, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
+                   lr_drops={75: 0.1, 90: 0.01, 100: 0.001}, eps=0.031, step_size=0.007, attack_steps=10,
+                   method_beta=4.0),
+    "mart": dict(epochs=120, lr=0.1, momentum=0.9, weight_decay=2e-4, batch_size=128,
+                 lr_drops={75: 0.1, 90: 0.01, 100: 0.001}, eps=0.031, step_size=0.007, attack_steps=10,
+                 method_beta=5.0),
+}
+OFFICIAL["standard"] = {**OFFICIAL["pgd_at"], "weight_decay": 5e-4}
+OFFICIAL_CAS_BETA = 2.0
+
+#: The L∞ budget we use per dataset when none is given (images in [0, 1]).
+DEFAULT_EPS = {"digits": 0.1, "mnist": 0.3, "fashion_mnist": 0.1, "cifar10": 8 / 255, "svhn": 8 / 255}
+
+#: Epochs of the ``fast`` preset (a one-cycle schedule), per dataset.
+FAST_EPOCHS = {"digits": 12, "mnist": 10, "fashion_mnist": 10, "cifar10": 30, "svhn": 15}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; plain values only, so it fits in a safe checkpoint."""
+
+    dataset: str = "digits"
+    model: str = "small_cnn"
+    method: str = "pgd_at"
+    cas: bool = False
+    cas_beta: float = OFFICIAL_CAS_BETA
+    preset: str = "fast"
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_drops: dict = field(default_factory=dict)
+    eps: float = 0.1
+    step_size: float = 0.025
+    attack_steps: int = 10
+    method_beta: float = 0.0
+    augment: bool = False
+    val_examples: int = 512
+    val_attack_steps: int = 10
+    seed: int = 0
+    device: str = "auto"
+    data_root: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in values.items() if k in known})
+        config.lr_drops = {int(k): float(v) for k, v in config.lr_drops.items()}
+        return config
+
+
+def make_config(dataset: str = "digits", model: str = "small_cnn", method: str = "pgd_at", cas: bool = False,
+                preset: str = "fast", **overrides) -> TrainConfig:
+    """A config with the preset's defaults for this dataset and method; ``overrides`` that are not None win."""
+    dataset = dataset.lower().replace("-", "_")
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    official = OFFICIAL[method]
+    image_like_cifar = dataset in ("cifar10", "svhn")
+    eps = official["eps"] if image_like_cifar else DEFAULT_EPS.get(dataset, 0.1)
+    base = dict(dataset=dataset, model=model, method=method, cas=cas, preset=preset, eps=eps,
+                step_size=official["step_size"] if image_like_cifar else eps / 4,
+                attack_steps=official["attack_steps"], method_beta=official["method_beta"],
+                momentum=official["momentum"], weight_decay=official["weight_decay"], augment=image_like_cifar)
+    if preset == "paper":
+        base.update(epochs=official["epochs"], lr=official["lr"], batch_size=official["batch_size"],
+                    lr_drops=dict(official["lr_drops"]))
+    else:
+        base.update(epochs=FAST_EPOCHS.get(dataset, 10), lr=0.2 if image_like_cifar else 0.1,
+                    batch_size=128 if image_like_cifar else 64)
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    if "eps" in overrides and overrides["eps"] is not None and overrides.get("step_size") is None:
+        base["step_size"] = base["eps"] / 4
+    config = TrainConfig.from_dict(base)
+    validate_config(config)
+    return config
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Raise ``ValueError`` for a configuration that cannot train."""
+    if config.method not in METHODS:
+        raise ValueError(f"Unknown method {config.method!r}; choose one of {', '.join(METHODS)}.")
+    if not 0 <= config.eps <= 1:
+        raise ValueError(f"eps must lie in [0, 1] (images are scaled to [0, 1]), got {config.eps}.")
+    if config.epochs < 1 or config.batch_size < 1 or config.attack_steps < 1:
+        raise ValueError("epochs, batch_size and attack_steps must all be at least 1.")
+    if config.lr <= 0 or config.step_size < 0:
+        raise ValueError("lr must be positive and step_size non-negative.")

@@ -1,0 +1,226 @@
+"""Standard, PGD-AT, TRADES and MART training, each with or without CAS, resumable from a checkpoint."""
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import attacks, data
+from .cas import auxiliary_loss
+from .checkpoint import model_spec, read_checkpoint, save_checkpoint, write_json
+from .models import CASClassifier, build
+from .presets import TrainConfig, validate_config
+from .runtime import resolve_device, seed_everything
+
+
+def learning_rate_factor(config: TrainConfig, progress: float) -> float:
+    """Multiplier of ``config.lr`` after ``progress`` epochs: step drops (paper) or one-cycle (fast)."""
+    if config.lr_drops:
+        epoch = math.floor(progress) + 1  # the official code counts epochs from 1
+        factor = 1.0
+        for milestone, drop in sorted(config.lr_drops.items()):
+            if epoch >= milestone:
+                factor = drop
+        return factor
+    peak = 0.4 * config.epochs
+    return progress / peak if progress < peak else max(0.0, (config.epochs - progress) / (config.epochs - peak))
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, for a whole batch on its own device."""
+    n, c, h, w = x.shape
+    shifts = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(x.device)
+    flips = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    padded = F.pad(x, (padding,) * 4)
+    rows = (shifts[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (shifts[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    cropped = padded[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    return torch.where(flips[:, None, None, None], cropped.flip(3), cropped)
+
+
+def _kl_per_example(adv_logits: torch.Tensor, natural_logits: torch.Tensor) -> torch.Tensor:
+    return F.kl_div(adv_logits.log_softmax(dim=1), natural_logits.softmax(dim=1), reduction="none").sum(dim=1)
+
+
+def mart_loss(adv_logits: torch.Tensor, natural_logits: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """MART (Wang et al., 2020): boosted CE on adversarial examples plus a KL term weighted by 1 − p_y(x)."""
+    adv_probs = adv_logits.softmax(dim=1)
+    top2 = adv_probs.argsort(dim=1)[:, -2:]
+    runner_up = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+    boosted_ce = F.cross_entropy(adv_logits, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), runner_up)
+    true_probs = natural_logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1)
+    robust = (_kl_per_example(adv_logits, natural_logits) * (1.0000001 - true_probs)).mean()
+    return boosted_ce + beta * robust
+
+
+def training_loss(model: CASClassifier, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Craft the method's adversarial examples (model in eval mode), then return ``(loss, main logits)`` in train mode."""
+    objective = "ce+cas" if model.has_cas else "ce"
+    if config.method == "pgd_at" or config.method == "mart":
+        x_attack = attacks.pgd(model, x, y, config.eps, config.step_size, config.attack_steps, objective=objective,
+                               beta=config.cas_beta)
+    elif config.method == "trades":
+        x_attack = attacks.trades_kl_attack(model, x, config.eps, config.step_size, config.attack_steps,
+                                            objective=objective, beta=config.cas_beta)
+    else:
+        x_attack = x
+    model.train()
+    if config.method in ("standard", "pgd_at"):
+        out = model.forward_details(x_attack, y)
+        return F.cross_entropy(out.logits, y) + auxiliary_loss(out.aux_logits, y, config.cas_beta), out.logits
+    natural = model.forward_details(x, y)
+    adversarial = model.forward_details(x_attack, y)
+    if config.method == "trades":
+        loss = F.cross_entropy(natural.logits, y) + config.method_beta * _kl_per_example(adversarial.logits, natural.logits).mean()
+    else:
+        loss = mart_loss(adversarial.logits, natural.logits, y, config.method_beta)
+    return loss + auxiliary_loss(adversarial.aux_logits, y, config.cas_beta), adversarial.logits
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) on ``x``; the model's mode is restored afterwards."""
+    with attacks.eval_mode(model):
+        device = next(model.parameters()).device
+        correct = sum((model(x[i:i + batch_size].to(device)).argmax(1) == y[i:i + batch_size].to(device)).sum().item()
+                      for i in range(0, len(x), batch_size))
+    return correct / max(len(x), 1)
+
+
+def robust_accuracy(model: CASClassifier, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
+                    batch_size: int = 512) -> float:
+    """Accuracy under PGD with the adaptive objective for CAS models (masks from auxiliary predictions)."""
+    device = next(model.parameters()).device
+    objective = "ce+cas" if getattr(model, "has_cas", False) else "ce"
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        x_adv = attacks.pgd(model, xb, yb, eps, steps=steps, objective=objective)
+        with torch.no_grad(), attacks.eval_mode(model):
+            correct += (model(x_adv).argmax(1) == yb).sum().item()
+    return correct / max(len(x), 1)
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _show_progress(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
+          progress: bool | None = None, dataset: data.Dataset | None = None,
+          on_epoch_end: Callable[[dict], None] | None = None) -> tuple[CASClassifier, list[dict]]:
+    """Train a model as ``config`` says; with ``out_dir``, write ``checkpoint.pt`` (every epoch, atomically),
+    ``best.pt`` (best robust validation accuracy) and ``history.json``. Returns ``(model, history)``."""
+    out_dir = Path(out_dir) if out_dir is not None else None
+    if resume:
+        if out_dir is None or not (out_dir / "checkpoint.pt").is_file():
+            raise FileNotFoundError(f"Nothing to resume: no checkpoint.pt in {out_dir}. Start without --resume.")
+        saved = read_checkpoint(out_dir / "checkpoint.pt")
+        config = TrainConfig.from_dict(saved["config"])
+    validate_config(config)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    dataset = dataset if dataset is not None else data.load(config.dataset, root=config.data_root)
+    model = build(config.model, num_classes=len(dataset.classes), in_channels=dataset.input_shape[0], cas=config.cas)
+    model.to(device)
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        (no_decay if parameter.dim() == 1 else decay).append(parameter)
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, momentum=config.momentum)
+    steps_per_epoch = math.ceil(len(dataset.train) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(config, step / steps_per_epoch))
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[dict] = []
+    start_epoch, best_robust = 0, -1.0
+    if resume:
+        model.load_state_dict(saved["model_state"])
+        optimizer.load_state_dict(saved["optimizer_state"])
+        scheduler.load_state_dict(saved["scheduler_state"])
+        history = list(saved["history"])
+        start_epoch, best_robust = int(saved["epoch"]), float(saved["best_robust"])
+        _restore_rng(saved["rng"], generator)
+
+    x_train, y_train = dataset.train.x.to(device), dataset.train.y.to(device)
+    x_val, y_val = dataset.val.x[:config.val_examples], dataset.val.y[:config.val_examples]
+    spec = model_spec(config.model, len(dataset.classes), dataset.input_shape[0], model)
+    show = _show_progress(progress)
+    for epoch in tqdm(range(start_epoch, config.epochs), desc=f"{config.method}{'+cas' if config.cas else ''}",
+                      initial=start_epoch, total=config.epochs, disable=not show):
+        started = time.perf_counter()
+        order = torch.randperm(len(x_train), generator=generator).to(device)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for i in range(0, len(order), config.batch_size):
+            index = order[i:i + config.batch_size]
+            xb, yb = x_train[index], y_train[index]
+            if config.augment:
+                xb = random_crop_flip(xb, generator)
+            loss, logits = training_loss(model, xb, yb, config)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"Loss became {loss.item()} at epoch {epoch + 1}; the last good checkpoint is intact. "
+                    "Lower --lr or --batch-size and resume from a fresh run.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * len(yb)
+            correct += (logits.argmax(1) == yb).sum().item()
+            seen += len(yb)
+        record = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "val_natural_accuracy": accuracy(model, x_val, y_val),
+            "val_robust_accuracy": robust_accuracy(model, x_val, y_val, config.eps, config.val_attack_steps)
+            if config.method != "standard" else None,
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(record)
+        score = record["val_robust_accuracy"] if record["val_robust_accuracy"] is not None else record["val_natural_accuracy"]
+        if out_dir is not None:
+            weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            if score > best_robust:
+                best_robust = score
+                save_checkpoint(out_dir / "best.pt", {"config": config.to_dict(), "model_spec": spec,
+                                                     "model_state": weights, "epoch": epoch + 1})
+            save_checkpoint(out_dir / "checkpoint.pt", {
+                "config": config.to_dict(), "model_spec": spec, "model_state": weights,
+                "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
+                "epoch": epoch + 1, "best_robust": best_robust, "history": history, "rng": _rng_state(generator)})
+            write_json(out_dir / "history.json", {"config": config.to_dict(), "history": history})
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    model.eval()
+    return model, history

@@ -1,0 +1,232 @@
+"""Tests for cas_edu.activations: the Figure 1/2 statistics and their capture from models."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cas_edu import activations as A
+from cas_edu.models import build
+
+# Three examples, four channels; threshold 1% of each example's largest value.
+#   ex0: max 1.0 -> threshold 0.01: ch0, ch1 (0.02), ch2 activated; ch3 (0.005) not
+#   ex1: max 2.0 -> threshold 0.02: ch0 only; ch1 (0.015) is above 1% absolute but not relative
+#   ex2: all zero -> nothing activated
+HAND = torch.tensor([
+    [1.0, 0.02, 0.5, 0.005],
+    [2.0, 0.015, 0.0, 0.0],
+    [0.0, 0.0, 0.0, 0.0],
+])
+
+
+def _model(cas: bool = False, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build("small_cnn", in_channels=1, cas=cas, **kwargs)
+
+
+def _data(n: int = 24, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 8, 8, generator=g), torch.arange(n) % 10
+
+
+def test_activated_uses_threshold_relative_to_each_examples_max():
+    expected = torch.tensor([
+        [True, True, True, False],
+        [True, False, False, False],
+        [False, False, False, False],
+    ])
+    assert torch.equal(A.activated(HAND), expected)
+    # strictly greater: a value exactly at 1% of the max is not activated
+    assert not A.activated(torch.tensor([[1.0, 0.01]]))[0, 1]
+    # threshold 0 activates every positive value
+    assert A.activated(HAND, threshold=0.0).sum() == (HAND > 0).sum()
+
+
+def test_counts_and_magnitudes_on_hand_example():
+    assert A.activation_counts(HAND).tolist() == [2, 1, 1, 0]
+    magnitudes = A.channel_magnitudes(HAND)
+    # sums over all examples (sub-threshold values included) / activated count; never activated -> 0
+    assert torch.allclose(magnitudes, torch.tensor([1.5, 0.035, 0.5, 0.0]))
+    assert magnitudes[3] == 0
+
+
+def test_sorted_magnitudes_descending():
+    assert torch.allclose(A.sorted_magnitudes(HAND), torch.tensor([1.5, 0.5, 0.035, 0.0]))
+
+
+def test_counts_sorted_by_natural_order():
+    natural, other = A.counts_sorted_by(torch.tensor([0, 3, 1, 2]), torch.tensor([10, 20, 30, 40]))
+    assert natural.tolist() == [3, 2, 1, 0]
+    assert other.tolist() == [20, 40, 30, 10]
+    # ties keep channel order
+    natural, other = A.counts_sorted_by(torch.tensor([1, 2, 1, 2]), torch.tensor([0, 1, 2, 3]))
+    assert other.tolist() == [1, 3, 0, 2]
+    with pytest.raises(ValueError):
+        A.counts_sorted_by(torch.tensor([1, 2]), torch.tensor([1, 2, 3]))
+
+
+def test_entropy_uniform_concentrated_and_known_value():
+    assert A.channel_entropy(torch.ones(5, 8)) == pytest.approx(1.0)
+    one_hot = torch.zeros(5, 8)
+    one_hot[:, 3] = 2.0
+    assert A.channel_entropy(one_hot) == pytest.approx(0.0, abs=1e-12)
+    nearly = torch.full((5, 8), 1e-4)
+    nearly[:, 0] = 1.0
+    assert A.channel_entropy(nearly) < 0.05
+    # mass split evenly over 2 of 4 channels: log 2 / log 4 = 0.5
+    assert A.channel_entropy(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        A.channel_entropy(-torch.ones(2, 3))
+
+
+def test_ratio_and_fraction_activated():
+    assert A.magnitude_ratio(torch.ones(4, 3), 2 * torch.ones(4, 3)) == pytest.approx(2.0)
+    assert math.isnan(A.magnitude_ratio(torch.zeros(4, 3), torch.ones(4, 3)))
+    assert A.fraction_activated(HAND) == pytest.approx((3 / 4 + 1 / 4 + 0) / 3)
+
+
+def test_bad_shapes_and_threshold_rejected():
+    with pytest.raises(ValueError):
+        A.activated(torch.ones(3))
+    with pytest.raises(ValueError):
+        A.activated(HAND, threshold=1.5)
+
+
+def test_channel_activations_shape_dtype_and_default_layer():
+    model = _model()
+    x, _ = _data(10)
+    acts = A.channel_activations(model, x, batch_size=3)
+    assert acts.shape == (10, 128) and acts.dtype == torch.float32 and acts.device.type == "cpu"
+    assert A.channel_activations(model, x, "block1").shape == (10, 32)
+    # batching does not change the result
+    assert torch.allclose(acts, A.channel_activations(model, x, batch_size=256), atol=1e-6)
+
+
+def test_unknown_layer_lists_available_names():
+    model = _model()
+    x, _ = _data(4)
+    with pytest.raises(ValueError, match="block1.*block2.*block3"):
+        A.channel_activations(model, x, "layer9")
+
+
+def test_pre_mask_capture_at_cas_layers():
+    model = _model(cas=True, cas_layers=["block2", "block3"])
+    model.eval()
+    x, _ = _data(12)
+    captured = {}
+    handle = model.blocks["block3"].register_forward_hook(lambda m, i, o: captured.__setitem__("out", o.clone()))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    unmasked = captured["out"].mean(dim=(2, 3))
+    acts = A.channel_activations(model, x, "block3")
+    assert torch.allclose(acts, unmasked, atol=1e-6)
+    # the masked path differs: what the head sees is the features times the aux weight row
+    with torch.no_grad():
+        masked, _ = model.cas["block3"](captured["out"])
+    assert not torch.allclose(acts, masked.mean(dim=(2, 3)), atol=1e-3)
+    # block3 activations depend on block2's mask (masks compound): removing it changes them
+    with torch.no_grad():
+        unmasked_chain = model.blocks["block3"](model.blocks["block2"](model.blocks["block1"](x))).mean(dim=(2, 3))
+    assert not torch.allclose(acts, unmasked_chain, atol=1e-3)
+
+
+def test_eval_mode_used_and_restored():
+    model = _model(cas=True)
+    x, _ = _data(8)
+    with torch.no_grad():
+        model.eval()
+        expected = model.forward_details(x).activations["block3"].mean(dim=(2, 3))
+    model.train()
+    stats = model.blocks["block1"][1].running_mean.clone()
+    acts = A.channel_activations(model, x)  # CAS in training mode would need labels and fail
+    assert model.training
+    assert torch.equal(stats, model.blocks["block1"][1].running_mean)
+    assert torch.allclose(acts, expected, atol=1e-6)
+    model.eval()
+    A.channel_activations(model, x)
+    assert not model.training
+
+
+def test_compare_eps_zero_identical():
+    model = _model(cas=True)
+    x, y = _data(16)
+    comparison = A.compare_activations(model, x, y, eps=0.0)
+    assert torch.equal(comparison.natural, comparison.adversarial)
+    assert torch.equal(comparison.natural_counts, comparison.adversarial_counts)
+    assert torch.equal(comparison.natural_magnitudes, comparison.adversarial_magnitudes)
+    summary = comparison.summary()
+    assert summary["magnitude_ratio"] == 1.0
+    assert summary["natural_entropy"] == summary["adversarial_entropy"]
+    assert summary["natural_fraction_activated"] == summary["adversarial_fraction_activated"]
+    assert summary["n_examples"] == 16
+    assert comparison.layer == "block3"
+
+
+def test_compare_positive_eps_changes_activations_and_curves_are_consistent():
+    model = _model(cas=True)
+    # a few steps of training so the attack has a meaningful loss to ascend
+    x, y = _data(32)
+    y = y % 3
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.05)
+    model.train()
+    for _ in range(3):
+        optimiser.zero_grad()
+        out = model.forward_details(x, y)
+        (F.cross_entropy(out.logits, y) + sum(F.cross_entropy(a, y) for a in out.aux_logits)).backward()
+        optimiser.step()
+    torch.manual_seed(3)
+    comparison = A.compare_activations(model, x, y, eps=0.3, steps=3, batch_size=20)
+    assert model.training
+    assert comparison.adversarial.shape == comparison.natural.shape == (32, 128)
+    assert not torch.allclose(comparison.natural, comparison.adversarial, atol=1e-4)
+    # curves are the module functions applied to the stored activations
+    assert torch.equal(comparison.adversarial_magnitudes, A.sorted_magnitudes(comparison.adversarial))
+    natural_counts = A.activation_counts(comparison.natural)
+    order = torch.sort(natural_counts, descending=True, stable=True).indices
+    assert torch.equal(comparison.natural_counts, natural_counts[order])
+    assert torch.equal(comparison.adversarial_counts, A.activation_counts(comparison.adversarial)[order])
+    assert torch.all(comparison.natural_counts[:-1] >= comparison.natural_counts[1:])
+    summary = comparison.summary()
+    assert summary["magnitude_ratio"] != 1.0
+    assert all(isinstance(v, float) for v in summary.values())
+
+
+def test_compare_uses_caller_rng():
+    model = _model()
+    x, y = _data(8)
+    kwargs = dict(eps=0.2, steps=1, step_size=0.01)
+    torch.manual_seed(5)
+    first = A.compare_activations(model, x, y, **kwargs).adversarial
+    second = A.compare_activations(model, x, y, **kwargs).adversarial
+    torch.manual_seed(5)
+    again = A.compare_activations(model, x, y, **kwargs).adversarial
+    assert not torch.equal(first, second)
+    assert torch.equal(first, again)
+
+
+def test_class_filter():
+    model = _model()
+    x, y = _data(30)
+    comparison = A.compare_activations(model, x, y, eps=0.0, class_id=3)
+    assert comparison.class_id == 3
+    assert comparison.n_examples == int((y == 3).sum()) == 3
+    assert torch.allclose(comparison.natural, A.channel_activations(model, x[y == 3]), atol=1e-6)
+    with pytest.raises(ValueError, match="No example"):
+        A.compare_activations(model, x, torch.zeros_like(y), eps=0.0, class_id=4)
+    with pytest.raises(ValueError, match="class_id"):
+        A.compare_activations(model, x, y, eps=0.0, class_id=10)
+    with pytest.raises(ValueError, match="class_id"):
+        A.compare_activations(model, x, y, eps=0.0, class_id=-1)
+
+
+def test_compare_validates_eps_and_layer():
+    model = _model()
+    x, y = _data(4)
+    for eps in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="eps"):
+            A.compare_activations(model, x, y, eps=eps)
+    with pytest.raises(ValueError, match="Unknown layer"):
+        A.compare_activations(model, x, y, eps=0.0, layer="nope")
