@@ -224,3 +224,20 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
             on_epoch_end(record)
     model.eval()
     return model, history
+
+
+def train_or_load(config: TrainConfig, out_dir: str | Path, progress: bool | None = None,
+                  dataset: data.Dataset | None = None) -> tuple[CASClassifier, list[dict]]:
+    """Reuse the finished run in ``out_dir`` when it was trained with exactly ``config``; otherwise train it there.
+
+    The returned model is the final-epoch model (``checkpoint.pt``); ``best.pt`` stays on disk for evaluation.
+    """
+    from .checkpoint import model_from_payload
+
+    checkpoint = Path(out_dir) / "checkpoint.pt"
+    if checkpoint.is_file():
+        saved = read_checkpoint(checkpoint)
+        if saved["config"] == config.to_dict() and int(saved["epoch"]) >= config.epochs:
+            model = model_from_payload(saved).to(resolve_device(config.device)).eval()
+            return model, list(saved["history"])
+    return train(config, out_dir=out_dir, progress=progress, dataset=dataset)
