@@ -106,11 +106,25 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf"
     return x_adv.clamp(0, 1)
 
 
-def _exact_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Undo the last-ulp overshoot that rounding of ``x ± eps`` can leave, so ‖x_adv − x‖∞ ≤ ε exactly."""
+def _exceeds(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Where |x_adv − x| > ε exactly (float32 differences are exact in float64; float64 ones use TwoSum)."""
     wide = torch.float32 if x.device.type == "mps" else torch.float64
-    over = (x_adv.to(wide) - x.to(wide)).abs() > eps
-    return torch.where(over, torch.nextafter(x_adv, x), x_adv)
+    a, b = x_adv.to(wide), x.to(wide)
+    diff = a - b
+    if x.dtype != wide:
+        return diff.abs() > eps
+    z = diff - a
+    error = (a - (diff - z)) - (b + z)  # diff + error == a − b exactly
+    return torch.where(diff >= 0, (diff - eps) + error > 0, (-diff - eps) - error > 0)
+
+
+def _exact_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Undo the few-ulp overshoot that rounding of ``x ± eps`` can leave, so ‖x_adv − x‖∞ ≤ ε exactly."""
+    over = _exceeds(x_adv, x, eps)
+    while over.any():
+        x_adv = torch.where(over, torch.nextafter(x_adv, x), x_adv)
+        over = _exceeds(x_adv, x, eps)
+    return x_adv
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float | None = None,
@@ -118,6 +132,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
         norm: str = "linf", loss: str = "ce") -> torch.Tensor:
     """Projected gradient ascent on the chosen loss; ``step_size`` defaults to 2.5·ε/steps."""
     validate_attack_inputs(model, x, y, eps, objective, norm)
+    if y is None:
+        raise ValueError("This attack needs the true labels y (an integer tensor of shape (N,)).")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}.")
     if loss not in ("ce", "margin"):
