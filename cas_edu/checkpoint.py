@@ -53,11 +53,13 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"Refusing to load {path}: it needs arbitrary pickled code, which could run anything. "
-            "Only load checkpoints written by cas_edu (tensors and plain config)."
-        ) from err
-    except (RuntimeError, EOFError) as err:
+        if "weights only" in str(err).lower() or "unsupported global" in str(err).lower():
+            raise ValueError(
+                f"Refusing to load {path}: it needs arbitrary pickled code, which could run anything. "
+                "Only load checkpoints written by cas_edu (tensors and plain config)."
+            ) from err
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint (corrupt or another format).") from err
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint ({err.__class__.__name__}).") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a cas_edu checkpoint (no '{FORMAT}' format tag).")

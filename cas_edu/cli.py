@@ -13,6 +13,7 @@ from .checkpoint import read_checkpoint, write_json
 from .evaluation import ATTACKS, DEFAULT_ATTACKS
 from .models import MODELS
 from .presets import METHODS, PRESETS, TrainConfig
+from .training import NonFiniteLossError
 
 
 class UsageError(Exception):
@@ -176,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except torch.OutOfMemoryError:
+        print("error: out of memory on the device; rerun with a smaller --batch-size "
+              "(add --resume to continue from the last good checkpoint).", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)
         return 130

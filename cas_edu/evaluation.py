@@ -46,7 +46,7 @@ class EvaluationReport:
 
     def table(self) -> str:
         """A plain-text table for people: accuracy in %, one row per attack."""
-        objectives = ["ce", "ce+cas"] if self.has_cas else ["ce"]
+        objectives = [o for o in ("ce", "ce+cas") if any(o in by for by in self.accuracy.values())]
         headers = ["attack"] + [{"ce": "main head (ce) %", "ce+cas": "adaptive (ce+cas) %"}[o] for o in objectives]
         rows = [[LABELS.get(a, a)] + [f"{by[o] * 100:.2f}" if o in by else "–" for o in objectives]
                 for a, by in self.accuracy.items()]
@@ -124,6 +124,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
         raise ValueError(f"Unknown objective {objective!r}; choose ce, ce+cas or both.")
     cas = attack_lib.has_cas(model)
     attack_lib.validate_attack_inputs(model, x, y, eps, "ce")
+    if len(x) == 0:
+        raise ValueError("x holds no examples; pass at least one image.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     if objective == "ce+cas" and not cas:
         raise ValueError("objective 'ce+cas' needs a model with CAS modules; use --objective ce.")
     objectives = ["ce", "ce+cas"] if objective == "both" and cas else ["ce"] if objective != "ce+cas" else ["ce+cas"]

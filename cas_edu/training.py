@@ -188,18 +188,19 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
             loss, logits = training_loss(model, xb, yb, config)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"Loss became {loss.item()} at epoch {epoch + 1}; the last good checkpoint is intact. "
-                    "Lower --lr or --batch-size and resume from a fresh run.")
+                    f"loss became {loss.item()} at epoch {epoch + 1} (the last good checkpoint is intact); "
+                    "start a fresh run with a lower --lr or a smaller --batch-size.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            lr_used = optimizer.param_groups[0]["lr"]
             scheduler.step()
             loss_sum += loss.item() * len(yb)
             correct += (logits.argmax(1) == yb).sum().item()
             seen += len(yb)
         record = {
             "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": lr_used,
             "train_loss": loss_sum / seen,
             "train_accuracy": correct / seen,
             "val_natural_accuracy": accuracy(model, x_val, y_val),

@@ -1,0 +1,227 @@
+"""Tests for the command line (``python -m cas_edu``): help, train / evaluate / activations, and one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cas_edu import cli
+from cas_edu.checkpoint import read_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``main`` in-process; return (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A one-epoch PGD-AT + CAS run on digits, trained through the CLI."""
+    folder = tmp_path_factory.mktemp("cli") / "run"
+    code = cli.main(["train", "--out", str(folder), "--epochs", "1", "--quiet", "--device", "cpu",
+                     "--attack-steps", "1", "--cas"])
+    assert code == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rgb_npz(tmp_path_factory) -> Path:
+    """A tiny 3-channel 8×8 uint8 dataset (10 classes) in npz form."""
+    folder = tmp_path_factory.mktemp("rgb")
+    rng = np.random.default_rng(0)
+    np.savez(folder / "train.npz", x=rng.integers(0, 256, size=(60, 8, 8, 3), dtype=np.uint8),
+             y=np.arange(60) % 10)
+    return folder
+
+
+# --------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["activations"]],
+                         ids=["top", "train", "evaluate", "activations"])
+def test_help_exits_zero(capsys, command):
+    with pytest.raises(SystemExit) as info:
+        cli.main([*command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:")
+    expected = {(): "train", ("train",): "--resume", ("evaluate",): "--attacks", ("activations",): "--class-id"}
+    assert expected[tuple(command)] in out
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_train_writes_the_run_files(run_dir, capsys):
+    names = sorted(p.name for p in run_dir.iterdir() if p.name != "eval.json")  # eval.json: see evaluate tests
+    assert names == ["best.pt", "checkpoint.pt", "history.json"]
+    saved = json.loads((run_dir / "history.json").read_text())
+    assert len(saved["history"]) == 1 and saved["history"][0]["epoch"] == 1
+    assert saved["config"]["epochs"] == 1 and saved["config"]["cas"] is True
+    assert saved["config"]["attack_steps"] == 1 and saved["config"]["method"] == "pgd_at"
+    payload = read_checkpoint(run_dir / "checkpoint.pt")
+    assert payload["epoch"] == 1 and payload["model_spec"]["cas_layers"] == ["block3"]
+    torch.load(run_dir / "best.pt", weights_only=True)
+
+
+def test_train_prints_a_summary_or_json(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "train", "--out", tmp_path / "std", "--method", "standard", "--epochs", "1",
+                             "--quiet", "--device", "cpu", "--json")
+    assert code == 0, err
+    history = json.loads(out)
+    assert len(history) == 1 and history[0]["val_robust_accuracy"] is None
+    assert history == json.loads((tmp_path / "std" / "history.json").read_text())["history"]
+    # resuming the finished run trains nothing and prints the human summary
+    code, out, err = run_cli(capsys, "train", "--out", tmp_path / "std", "--resume", "--quiet", "--device", "cpu")
+    assert code == 0, err
+    assert out.startswith("trained small_cnn") and "1 epochs" in out and "checkpoint.pt" in out
+
+
+def test_resume_without_checkpoint_exits_2(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "train", "--out", tmp_path / "none", "--resume", "--quiet")
+    assert code == 2
+    assert out == "" and len(err.splitlines()) == 1 and "resume" in err
+
+
+# --------------------------------------------------------------------------- evaluate and activations
+
+
+def test_evaluate_json_is_printed_and_saved(run_dir, capsys):
+    code, out, err = run_cli(capsys, "evaluate", run_dir, "--attacks", "natural,pgd20", "--json", "--n", "50",
+                             "--device", "cpu")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report == json.loads((run_dir / "eval.json").read_text())
+    assert report["n_examples"] == 50 and report["has_cas"] is True
+    assert report["eps"] == pytest.approx(0.1)
+    assert set(report["accuracy"]) == {"natural", "pgd20"}
+    assert set(report["accuracy"]["pgd20"]) == {"ce", "ce+cas"}
+    assert all(0 <= v <= report["accuracy"]["natural"]["ce"] for v in report["accuracy"]["pgd20"].values())
+    (run_dir / "eval.json").unlink()
+
+
+def test_evaluate_prints_a_table_and_honours_options(run_dir, capsys):
+    (run_dir / "eval.json").unlink(missing_ok=True)
+    code, out, err = run_cli(capsys, "evaluate", run_dir / "checkpoint.pt", "--attacks", "natural,fgsm", "--n", "20",
+                             "--objective", "ce", "--eps", "0.05", "--split", "val", "--device", "cpu")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("attack")
+    assert "adaptive" not in out.splitlines()[0], "only the main-head objective was run: no adaptive column"
+    fgsm_row = next(line for line in out.splitlines() if line.startswith("FGSM"))
+    assert len(fgsm_row.split()) == 2
+    assert "eps = 0.05" in out and "20 examples" in out
+    assert not (run_dir / "eval.json").exists(), "a .pt path is not a run folder: no eval.json"
+
+
+def test_activations_json(run_dir, capsys):
+    code, out, err = run_cli(capsys, "activations", run_dir, "--n", "100", "--json", "--device", "cpu")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["layer"] == "block3" and result["class_id"] is None
+    assert result["n_examples"] == 100.0 and result["eps"] == pytest.approx(0.1)
+    for key in ("natural_counts", "adversarial_counts", "natural_magnitudes", "adversarial_magnitudes"):
+        assert len(result[key]) == 128, key
+    assert all(0 <= c <= 100 for c in result["natural_counts"] + result["adversarial_counts"])
+    assert result["natural_counts"] == sorted(result["natural_counts"], reverse=True)
+
+
+def test_activations_table_for_one_class(run_dir, capsys):
+    code, out, err = run_cli(capsys, "activations", run_dir, "--n", "100", "--class-id", "0", "--device", "cpu")
+    assert code == 0, err
+    lines = dict(line.split(None, 1) for line in out.splitlines())
+    assert lines["layer"] == "block3" and lines["class_id"] == "0"
+    assert 0 < float(lines["n_examples"]) < 100
+
+
+# --------------------------------------------------------------------------- bad arguments: exit 2, one line
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--out", "{tmp}/r", "--eps", "-0.1"],
+    ["train", "--out", "{tmp}/r", "--eps", "1.5"],
+    ["train", "--out", "{tmp}/r", "--method", "foo"],
+    ["train", "--out", "{tmp}/r", "--model", "foo"],
+    ["train", "--out", "{tmp}/r", "--dataset", "foo"],
+    ["train", "--out", "{tmp}/r", "--epochs", "0"],
+    ["train", "--out", "{tmp}/r", "--lr", "-1"],
+    ["train", "--out", "{tmp}/r", "--preset", "slow"],
+    ["train"],                                                   # --out is required
+    ["evaluate", "{tmp}/missing"],
+    ["evaluate", "{run}", "--attacks", "natural,pgd1000"],
+    ["evaluate", "{run}", "--dataset", "npz:{rgb}"],
+    ["evaluate", "{run}", "--dataset", "foo"],
+    ["evaluate", "{run}", "--n", "0"],
+    ["evaluate", "{run}", "--eps", "1.5"],
+    ["evaluate", "{run}", "--objective", "kl"],
+    ["activations", "{tmp}/missing"],
+    ["activations", "{run}", "--n", "0"],
+    ["activations", "{run}", "--layer", "nope", "--n", "10"],
+    ["activations", "{run}", "--class-id", "11", "--n", "10"],
+    ["frobnicate"],
+    [],
+], ids=["eps-negative", "eps-above-1", "method", "model", "train-dataset", "epochs-0", "lr-negative", "preset",
+        "no-out", "missing-run", "unknown-attack", "wrong-channels", "eval-dataset", "n-0", "eval-eps", "objective",
+        "act-missing-run", "act-n-0", "act-layer", "act-class", "unknown-command", "no-command"])
+def test_bad_arguments_exit_2_with_one_line(args, run_dir, rgb_npz, tmp_path, capsys):
+    filled = [a.format(tmp=tmp_path, run=run_dir, rgb=rgb_npz) for a in args]
+    code, out, err = run_cli(capsys, *filled)
+    assert code == 2
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert not (tmp_path / "r").exists(), "a failed start must not leave a run folder"
+
+
+def test_error_lines_say_what_went_wrong(run_dir, rgb_npz, tmp_path, capsys):
+    expectations = [
+        (["train", "--out", tmp_path / "r", "--eps", "1.5"], "eps"),
+        (["train", "--out", tmp_path / "r", "--method", "foo"], "foo"),
+        (["evaluate", run_dir, "--attacks", "natural,pgd1000"], "pgd1000"),
+        (["evaluate", run_dir, "--dataset", f"npz:{rgb_npz}"], "channels"),
+        (["evaluate", run_dir, "--n", "0"], "--n"),
+        (["evaluate", tmp_path / "missing"], "No checkpoint"),
+    ]
+    for args, needle in expectations:
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2 and needle in err, (args, err)
+
+
+def test_evaluate_a_text_file_exits_2(tmp_path, capsys):
+    path = tmp_path / "notes.pt"
+    path.write_text("hello world, this is not a checkpoint\n")
+    code, out, err = run_cli(capsys, "evaluate", path)
+    assert code == 2 and len(err.splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def test_module_help_in_a_subprocess():
+    result = subprocess.run([sys.executable, "-m", "cas_edu", "evaluate", "--help"], env=_env(), cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0
+    assert "--objective" in result.stdout and result.stderr == ""
+
+
+def test_module_error_in_a_subprocess_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "cas_edu", "evaluate", str(tmp_path / "missing")], env=_env(),
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
