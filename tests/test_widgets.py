@@ -1,0 +1,185 @@
+"""The notebooks' widgets and figures, driven headlessly: set a control's value, read the figure's data."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from cas_edu import data, plots, widgets
+from cas_edu.models import SmallCNN
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = data.load("digits")
+    return ds.test.x[:60], ds.test.y[:60], ds.classes
+
+
+def _model(seed: int) -> SmallCNN:
+    torch.manual_seed(seed)
+    return SmallCNN(num_classes=10, in_channels=1, widths=(8, 16, 16)).eval()
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {"STD": _model(0), "AT": _model(1)}
+
+
+# --------------------------------------------------------------------------- 01: ε explorer
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd"])
+@pytest.mark.parametrize("eps", [0.0, 0.05, 0.2])
+def test_epsilon_view_respects_the_budget(digits, models, attack, eps):
+    x, y, _ = digits
+    v = widgets.epsilon_view(models["STD"], x[3], y[3], eps, attack)
+    assert v["clean"].shape == v["adversarial"].shape == v["perturbation"].shape == (8, 8)
+    assert v["linf"] <= eps + 1e-6 and 0 <= v["adversarial"].min() and v["adversarial"].max() <= 1
+    np.testing.assert_allclose(v["adversarial"] - v["clean"], v["perturbation"], atol=1e-6)
+    for key in ("probs_clean", "probs_adversarial"):
+        assert v[key].shape == (10,) and abs(v[key].sum() - 1) < 1e-5
+    if eps == 0:
+        assert v["linf"] == 0 and np.allclose(v["probs_clean"], v["probs_adversarial"])
+    if attack == "fgsm" and eps > 0:  # FGSM spends the whole budget
+        assert v["linf"] == pytest.approx(eps, abs=1e-6)
+
+
+def test_epsilon_view_is_seeded(digits, models):
+    x, y, _ = digits
+    a = widgets.epsilon_view(models["STD"], x[0], y[0], 0.1, "pgd", seed=3)
+    b = widgets.epsilon_view(models["STD"], x[0], y[0], 0.1, "pgd", seed=3)
+    np.testing.assert_array_equal(a["adversarial"], b["adversarial"])
+
+
+def test_epsilon_view_rejects_bad_input(digits, models):
+    x, y, _ = digits
+    with pytest.raises(ValueError, match="one image"):
+        widgets.epsilon_view(models["STD"], x[:2], y[:2], 0.1)
+    with pytest.raises(ValueError, match="Unknown attack"):
+        widgets.epsilon_view(models["STD"], x[0], y[0], 0.1, "cw")
+
+
+def test_epsilon_explorer_slider_drives_the_figure(digits, models):
+    x, y, classes = digits
+    explorer = widgets.EpsilonExplorer(models["STD"], x[:5], y[:5], classes, eps=0.02, eps_max=0.3)
+    fig = explorer.figure
+    assert isinstance(fig, go.FigureWidget) and len(fig.data) == 5
+    small = np.abs(np.asarray(fig.data[1].z)).max()
+    adv_small = np.asarray(fig.data[2].z).copy()
+    explorer.eps_slider.value = 0.25  # the observer fires update()
+    large = np.abs(np.asarray(fig.data[1].z)).max()
+    assert small == pytest.approx(0.02, abs=1e-6) and large == pytest.approx(0.25, abs=1e-6)
+    assert not np.allclose(adv_small, np.asarray(fig.data[2].z))
+    assert "ε = 0.250" in fig.layout.title.text and explorer.last_view["eps"] == pytest.approx(0.25)
+    np.testing.assert_allclose(np.asarray(fig.data[4].y), explorer.last_view["probs_adversarial"])
+
+
+def test_epsilon_explorer_attack_and_example_pickers(digits, models):
+    x, y, classes = digits
+    explorer = widgets.EpsilonExplorer(models["STD"], x[:5], y[:5], classes, eps=0.2)
+    fgsm_delta = np.asarray(explorer.figure.data[1].z).copy()
+    explorer.attack_picker.value = "pgd"
+    assert explorer.last_view["attack"] == "pgd" and "PGD-10" in explorer.figure.layout.title.text
+    assert not np.allclose(fgsm_delta, np.asarray(explorer.figure.data[1].z))
+    explorer.example_picker.value = 3
+    np.testing.assert_allclose(np.asarray(explorer.figure.data[0].z), x[3, 0].numpy())
+    assert explorer.last_view["label"] == int(y[3])
+    cached = len(explorer._cache)
+    explorer.example_picker.value = 0
+    explorer.example_picker.value = 3
+    assert len(explorer._cache) == cached  # both views came from the cache
+
+
+# --------------------------------------------------------------------------- 02: activation explorer
+
+
+def test_activation_view_curves(digits, models):
+    x, y, _ = digits
+    v = widgets.activation_view(models, x, y, 0.1, class_id=int(y[0]), model_name="STD", steps=3)
+    channels = 16
+    for key in ("rank", "natural_magnitudes", "adversarial_magnitudes", "natural_counts", "adversarial_counts"):
+        assert v[key].shape == (channels,)
+    assert (np.diff(v["natural_magnitudes"]) <= 0).all() and (np.diff(v["adversarial_magnitudes"]) <= 0).all()
+    assert (np.diff(v["natural_counts"]) <= 0).all()
+    n = int((y == y[0]).sum())
+    assert v["summary"]["n_examples"] == n and v["natural_counts"].max() <= n
+    zero = widgets.activation_view(models, x, y, 0.0, class_id=int(y[0]), model_name="STD", steps=3)
+    np.testing.assert_array_equal(zero["natural_counts"], zero["adversarial_counts"])
+    np.testing.assert_allclose(zero["natural_magnitudes"], zero["adversarial_magnitudes"])
+
+
+def test_activation_view_caches_per_model_and_eps(digits, models):
+    x, y, _ = digits
+    cache: dict = {}
+    for class_id in (0, 1, 2):
+        widgets.activation_view(models, x, y, 0.1, class_id, "AT", steps=2, cache=cache)
+    assert len(cache) == 1
+    with pytest.raises(ValueError, match="Unknown model"):
+        widgets.activation_view(models, x, y, 0.1, 0, "CAS", cache=cache)
+    with pytest.raises(ValueError, match="No example has label"):
+        widgets.class_comparison(next(iter(cache.values())), torch.zeros_like(y), 3)
+
+
+def test_activation_explorer_controls_drive_the_figure(digits, models):
+    x, y, classes = digits
+    explorer = widgets.ActivationExplorer(models, x, y, classes, eps=0.0, eps_max=0.1, eps_step=0.05, class_id=0,
+                                          steps=3, progress=False)
+    fig = explorer.figure
+    assert explorer.eps_grid == [0.0, 0.05, 0.1] and len(explorer.cache) == 6  # precomputed: 2 models × 3 ε
+    np.testing.assert_allclose(np.asarray(fig.data[0].y), np.asarray(fig.data[1].y))  # ε = 0: identical curves
+    explorer.eps_slider.value = 0.1
+    assert not np.allclose(np.asarray(fig.data[0].y), np.asarray(fig.data[1].y))
+    assert "ε = 0.100" in fig.layout.title.text and len(explorer.cache) == 6  # served from the cache
+    before_html, before_counts = explorer.summary.value, np.asarray(fig.data[2].y).copy()
+    explorer.class_picker.value = 1
+    assert explorer.last_view["summary"]["n_examples"] == int((y == 1).sum())
+    assert "class 1" in fig.layout.title.text and explorer.summary.value != before_html
+    np.testing.assert_array_equal(np.asarray(fig.data[2].y), explorer.last_view["natural_counts"])
+    assert np.asarray(fig.data[2].y).max() <= int((y == 1).sum()) and before_counts.shape == (16,)
+    magnitudes_std = np.asarray(fig.data[0].y).copy()
+    explorer.model_toggle.value = "AT"
+    assert fig.layout.title.text.startswith("AT") and not np.allclose(magnitudes_std, np.asarray(fig.data[0].y))
+    whole = explorer.comparison("AT", 0.1)
+    assert whole.n_examples == len(y) and explorer.comparison("AT", 0.1, class_id=1).n_examples == int((y == 1).sum())
+
+
+# --------------------------------------------------------------------------- static figures
+
+
+def _has_labels(fig: go.Figure) -> None:
+    assert fig.layout.title.text
+    layout = fig.layout.to_plotly_json()
+    assert any(v.get("title", {}).get("text") for k, v in layout.items() if k.startswith("xaxis"))
+    assert any(v.get("title", {}).get("text") for k, v in layout.items() if k.startswith("yaxis"))
+
+
+def test_robustness_curve_and_figure(digits, models):
+    x, y, _ = digits
+    curve = plots.robustness_curve(models["STD"], x, y, [0.0, 0.1], steps=2, progress=False)
+    assert curve["eps"] == [0.0, 0.1] and curve["n"] == len(x)
+    assert curve["fgsm"][0] == curve["pgd"][0] == curve["natural"]
+    assert all(0 <= a <= 1 for a in curve["fgsm"] + curve["pgd"])
+    fig = plots.accuracy_vs_eps_figure({"STD": curve, "AT": curve})
+    _has_labels(fig)
+    assert [t.name for t in fig.data] == ["STD · natural", "STD · FGSM", "STD · PGD-2", "AT · natural", "AT · FGSM",
+                                          "AT · PGD-2"]
+    with pytest.raises(ValueError, match="Unknown attack"):
+        plots.robustness_curve(models["STD"], x, y, [0.1], attacks=("cw",))
+
+
+def test_activation_figures_and_table(digits, models):
+    x, y, _ = digits
+    explorer = widgets.ActivationExplorer(models, x, y, [str(i) for i in range(10)], eps=0.05, eps_max=0.05,
+                                          eps_step=0.05, steps=2, progress=False)
+    comparisons = {name: explorer.comparison(name, 0.05, class_id=0) for name in models}
+    for fig in (plots.magnitude_figure(comparisons), plots.count_figure(comparisons)):
+        _has_labels(fig)
+        assert len(fig.data) == 4 and {t.name for t in fig.data} == {"natural", "adversarial"}
+        assert sum(bool(t.showlegend) for t in fig.data) == 2
+    table = plots.summary_table(comparisons)
+    assert table.splitlines()[0].split() == ["quantity", "STD", "AT"] and len(table.splitlines()) == 7
+    grid = plots.image_grid_figure({"clean": x[:3], "δ": x[:3] - 0.5}, column_titles=["a", "b", "c"],
+                                   diverging=["δ"])
+    _has_labels(grid)
+    assert len(grid.data) == 6
