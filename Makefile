@@ -1,4 +1,5 @@
-# Two commands: `make lab` (set up, open the notebooks) and `make test` (set up, run every test).
+# Two commands: `make lab` (set up, open the notebooks) and `make test` (set up, run every test:
+# unit tests, the notebooks under nbval, and the JupyterLab browser test when Chromium is installed).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,7 +20,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 test: $(STAMP)
-	CAS_EDU_DATA=$(DATA) $(BIN)/python -m pytest tests -q
+	CAS_EDU_DATA=$(DATA) CAS_EDU_PROFILE=cpu $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -q
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
