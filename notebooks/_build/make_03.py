@@ -149,7 +149,7 @@ beta = cas.DEFAULT_CAS_BETA
 loss_by_hand = F.cross_entropy(out.logits, yb) + beta / len(out.aux_logits) * sum(F.cross_entropy(a, yb) for a in out.aux_logits)
 print("S =", len(out.aux_logits), " beta =", beta)
 print("CAS loss equal to the library:", torch.allclose(loss_by_hand, cas.cas_loss(out.logits, out.aux_logits, yb, beta)))
-model.eval();
+_ = model.eval()
 """),
     md(r"""
 ## 2 · Train AT and AT+CAS

@@ -1,0 +1,294 @@
+"""The full comparison of notebook 04: AT, TRADES and MART, each with and without CAS, trained and evaluated alike.
+
+A *profile* fixes everything that decides the cost: ``cpu`` (digits, small CNN, a few short epochs, a
+reduced evaluation budget; the default, finishes on a laptop) and ``gpu`` (CIFAR-10, ResNet-18, the
+official CAS settings, the full evaluation). :func:`run_suite` trains the six runs into
+``runs_dir/<profile>/<method>[+cas]`` and reuses any run there that finished with exactly the same
+configuration -- including runs made by ``python -m cas_edu train`` (see :func:`cli_command`).
+:func:`evaluate_suite` evaluates every model on the same test examples; :func:`results_table` prints
+the comparison, with the *worst case* over all attacks as the honest robust accuracy.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from . import data, evaluation, training
+from .checkpoint import read_checkpoint
+from .evaluation import EvaluationReport
+from .presets import METHODS, TrainConfig, make_config
+
+SUITE_METHODS: tuple[str, ...] = ("pgd_at", "trades", "mart")
+METHOD_LABELS = {"standard": "Standard", "pgd_at": "AT", "trades": "TRADES", "mart": "MART"}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a suite trains and how it is evaluated; ``None`` keeps the preset's value."""
+
+    name: str
+    dataset: str
+    model: str
+    preset: str
+    epochs: int | None
+    attack_steps: int | None
+    n_eval: int
+    attacks: tuple[str, ...]
+    square_queries: int
+    methods: tuple[str, ...] = SUITE_METHODS
+    description: str = ""
+
+
+PROFILES: dict[str, Profile] = {
+    "cpu": Profile(
+        name="cpu", dataset="digits", model="small_cnn", preset="fast", epochs=6, attack_steps=5, n_eval=200,
+        attacks=("natural", "fgsm", "pgd20", "cw", "square"), square_queries=500,
+        description="digits (8×8), small CNN, 6 one-cycle epochs with PGD-5 training attacks; "
+                    "evaluation on 200 test images, Square with 500 queries (a reduced budget)"),
+    "gpu": Profile(
+        name="gpu", dataset="cifar10", model="resnet18", preset="paper", epochs=None, attack_steps=None, n_eval=1000,
+        attacks=("natural", "fgsm", "pgd20", "cw", "square", "autoattack"), square_queries=5000,
+        description="CIFAR-10, ResNet-18, the official CAS schedules (AT 200, TRADES 100, MART 120 epochs, "
+                    "PGD-10 training attacks); evaluation on 1,000 test images with the full Square and AutoAttack"),
+}
+
+
+def get_profile(profile: str | Profile) -> Profile:
+    """A :class:`Profile` by name (``cpu`` or ``gpu``); a Profile passes through."""
+    if isinstance(profile, Profile):
+        return profile
+    key = str(profile).strip().lower()
+    if key not in PROFILES:
+        raise ValueError(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)} "
+                         "(set CAS_EDU_PROFILE=cpu or CAS_EDU_PROFILE=gpu).")
+    return PROFILES[key]
+
+
+def run_name(method: str, cas: bool) -> str:
+    """Folder and key of one run: ``pgd_at``, ``pgd_at+cas``, ``trades`` ..."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    return f"{method}+cas" if cas else method
+
+
+def display_name(name: str) -> str:
+    """``pgd_at+cas`` → ``AT+CAS``: the label figures and tables use."""
+    method, _, cas = name.partition("+")
+    return METHOD_LABELS.get(method, method) + ("+CAS" if cas else "")
+
+
+def suite_configs(profile: str | Profile = "cpu", methods: Sequence[str] | None = None, seed: int = 0,
+                  device: str = "auto", epochs: int | None = None, eps: float | None = None,
+                  data_root: str | None = None) -> dict[str, TrainConfig]:
+    """One training config per run of the suite, keyed by :func:`run_name`, each method without then with CAS."""
+    p = get_profile(profile)
+    methods = tuple(methods) if methods is not None else p.methods
+    if not methods:
+        raise ValueError("methods is empty; name at least one of " + ", ".join(METHODS) + ".")
+    configs = {}
+    for method in methods:
+        for cas in (False, True):
+            configs[run_name(method, cas)] = make_config(
+                p.dataset, p.model, method, cas, p.preset, epochs=epochs if epochs is not None else p.epochs,
+                attack_steps=p.attack_steps, eps=eps, seed=seed, device=device, data_root=data_root)
+    return configs
+
+
+def cli_command(config: TrainConfig, out_dir: str | Path) -> str:
+    """The ``python -m cas_edu train`` command whose finished run :func:`run_suite` reuses for ``config``."""
+    reference = make_config(config.dataset, config.model, config.method, config.cas, config.preset)
+    parts = ["python -m cas_edu train", f"--dataset {config.dataset}", f"--model {config.model}",
+             f"--method {config.method}"] + (["--cas"] if config.cas else []) + [f"--preset {config.preset}"]
+    if config.epochs != reference.epochs:
+        parts.append(f"--epochs {config.epochs}")
+    if config.attack_steps != reference.attack_steps:
+        parts.append(f"--attack-steps {config.attack_steps}")
+    if config.eps != reference.eps:
+        parts.append(f"--eps {config.eps:g}")
+    if config.seed != 0:
+        parts.append(f"--seed {config.seed}")
+    if config.device != "auto":
+        parts.append(f"--device {config.device}")
+    if config.data_root:
+        parts.append(f"--data-root {config.data_root}")
+    parts.append(f"--out {out_dir}")
+    return " ".join(parts)
+
+
+def is_finished(config: TrainConfig, out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` holds a run trained to the end with exactly ``config`` (what ``train_or_load`` reuses)."""
+    checkpoint = Path(out_dir) / "checkpoint.pt"
+    if not checkpoint.is_file():
+        return False
+    try:
+        saved = read_checkpoint(checkpoint)
+    except ValueError:
+        return False
+    return saved.get("config") == config.to_dict() and int(saved.get("epoch", 0)) >= config.epochs
+
+
+@dataclass
+class Suite:
+    """The trained runs of one profile: models, histories, whether each run was reused, and where it lives."""
+
+    profile: Profile
+    configs: dict[str, TrainConfig]
+    models: dict[str, nn.Module] = field(default_factory=dict)
+    histories: dict[str, list[dict]] = field(default_factory=dict)
+    reused: dict[str, bool] = field(default_factory=dict)
+    run_dirs: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line per run: reused or trained, time, final validation accuracies."""
+        lines = []
+        for name, history in self.histories.items():
+            last = history[-1]
+            robust = last.get("val_robust_accuracy")
+            how = "reused" if self.reused[name] else f"trained in {self.seconds[name]:.0f} s"
+            lines.append(f"{display_name(name):<11} {how:<18} epochs {last['epoch']:>3}  val natural "
+                         f"{last['val_natural_accuracy']:.1%}" + (f"  val PGD {robust:.1%}" if robust is not None else ""))
+        return "\n".join(lines)
+
+
+def run_suite(profile: str | Profile = "cpu", runs_dir: str | Path = "runs", dataset: data.Dataset | None = None,
+              methods: Sequence[str] | None = None, seed: int = 0, device: str = "auto", epochs: int | None = None,
+              data_root: str | None = None, progress: bool | None = None) -> Suite:
+    """Train (or reuse) every run of the profile into ``runs_dir/<profile>/<run>``; returns a :class:`Suite`."""
+    p = get_profile(profile)
+    configs = suite_configs(p, methods, seed=seed, device=device, epochs=epochs, data_root=data_root)
+    if dataset is None:
+        dataset = data.load(p.dataset, root=data_root)
+    suite = Suite(profile=p, configs=configs)
+    for name, config in configs.items():
+        out_dir = Path(runs_dir) / p.name / name
+        suite.run_dirs[name] = out_dir
+        suite.reused[name] = is_finished(config, out_dir)
+        started = time.perf_counter()
+        model, history = training.train_or_load(config, out_dir, progress=progress, dataset=dataset)
+        suite.seconds[name] = time.perf_counter() - started
+        suite.models[name], suite.histories[name] = model.eval(), history
+    return suite
+
+
+def eval_examples(dataset: data.Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` test examples (all of them when the split is smaller)."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}.")
+    return dataset.test.x[:n], dataset.test.y[:n]
+
+
+def evaluate_suite(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, eps: float,
+                   attacks: Sequence[str] = evaluation.DEFAULT_ATTACKS, square_queries: int = 5000, seed: int = 0,
+                   batch_size: int = 256, progress: bool | None = None) -> dict[str, EvaluationReport]:
+    """:func:`cas_edu.evaluation.evaluate` for every model on the same examples (CAS models: both objectives)."""
+    from tqdm.auto import tqdm
+
+    show = training._show_progress(progress)
+    reports = {}
+    for name, model in tqdm(list(models.items()), desc="evaluate", disable=not show):
+        reports[name] = evaluation.evaluate(model, x, y, eps, attacks=tuple(attacks), objective="both", seed=seed,
+                                            batch_size=batch_size, square_queries=square_queries)
+    return reports
+
+
+#: Table columns: (attack, objective, header).
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("natural", "ce", "natural"), ("fgsm", "ce", "FGSM"), ("pgd20", "ce", "PGD-20 main head"),
+    ("pgd20", "ce+cas", "PGD-20 adaptive"), ("cw", "ce", "CW∞"), ("cw", "ce+cas", "CW∞ adaptive"),
+    ("square", "ce", "Square"), ("autoattack", "ce", "AutoAttack"),
+)
+
+
+def worst_case(report: EvaluationReport) -> float | None:
+    """The lowest accuracy under any attack and objective: the honest robust accuracy of the report."""
+    values = [v for attack, by in report.accuracy.items() if attack != "natural" for v in by.values()]
+    return min(values) if values else None
+
+
+def results_rows(reports: Mapping[str, EvaluationReport]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows (accuracies in %) for the comparison table; a column appears when any report has it."""
+    present = [(a, o, h) for a, o, h in COLUMNS if any(o in r.accuracy.get(a, {}) for r in reports.values())]
+    headers = ["model"] + [h for _, _, h in present] + ["worst case"]
+    rows = []
+    for name, report in reports.items():
+        cells = [display_name(name)]
+        for attack, objective, _ in present:
+            value = report.accuracy.get(attack, {}).get(objective)
+            if value is None and objective == "ce+cas":  # a model without CAS: the main-head attack is its attack
+                value = report.accuracy.get(attack, {}).get("ce")
+            cells.append("–" if value is None else f"{100 * value:.1f}")
+        worst = worst_case(report)
+        cells.append("–" if worst is None else f"{100 * worst:.1f}")
+        rows.append(cells)
+    return headers, rows
+
+
+def results_table(reports: Mapping[str, EvaluationReport]) -> str:
+    """The comparison as a markdown table (accuracy in %, higher is better); masking warnings listed below it."""
+    headers, rows = results_rows(reports)
+    cells = [headers] + rows
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+
+    rule = "| " + " | ".join(("-" * (w - 1) + ":") if i else "-" * w for i, w in enumerate(widths)) + " |"
+    lines = [line(headers), rule] + [line(r) for r in rows]
+    for name, report in reports.items():
+        lines += [f"- {display_name(name)}: {w}" for w in report.warnings]
+    return "\n".join(lines)
+
+
+def cas_gains(reports: Mapping[str, EvaluationReport], column: str = "worst case") -> dict[str, float]:
+    """Per method, accuracy with CAS minus without (percentage points) in one table column, e.g. ``worst case``."""
+    headers, rows = results_rows(reports)
+    if column not in headers:
+        raise ValueError(f"Unknown column {column!r}; choose one of {', '.join(headers[1:])}.")
+    index = headers.index(column)
+    by_name = {name: row[index] for name, row in zip(reports, rows)}
+    gains = {}
+    for name, value in by_name.items():
+        if name.endswith("+cas") or f"{name}+cas" not in by_name:
+            continue
+        with_cas = by_name[f"{name}+cas"]
+        if value != "–" and with_cas != "–":
+            gains[display_name(name)] = round(float(with_cas) - float(value), 1)
+    return gains
+
+
+def check_cas_gains(fn, reports: Mapping[str, EvaluationReport]) -> bool:
+    """Exercise checker: ``fn(reports) -> {method label: CAS gain in worst-case points}``; prints one friendly line."""
+    expected = cas_gains(reports)
+    try:
+        answer = fn(reports)
+    except Exception as err:  # noqa: BLE001 - report the learner's error in one line
+        print(f"✗ Not yet: your function raised {type(err).__name__}: {err}")
+        return False
+    if not isinstance(answer, Mapping):
+        print(f"✗ Not yet: return a dict such as {{'AT': 1.5, ...}}, got {type(answer).__name__}.")
+        return False
+    answer = {str(k): v for k, v in answer.items()}
+    missing = [k for k in expected if k not in answer]
+    if missing:
+        print(f"✗ Not yet: missing method(s) {missing}; use the labels {list(expected)}.")
+        return False
+    wrong = {k: answer[k] for k in expected if abs(float(answer[k]) - expected[k]) > 0.15}
+    if wrong:
+        sign_flip = all(abs(float(answer[k]) + expected[k]) <= 0.15 for k in wrong)
+        hint = "the sign is flipped: gain = with CAS − without." if sign_flip else \
+            "compare the 'worst case' column (the lowest accuracy under any attack), in percentage points."
+        print(f"✗ Not yet: {', '.join(wrong)} differ(s) from the table; {hint}")
+        return False
+    print(f"✓ Right: CAS gains in worst-case robust accuracy: {', '.join(f'{k} {v:+.1f}' for k, v in expected.items())} points.")
+    return True
+
+
+__all__ = ["PROFILES", "Profile", "Suite", "SUITE_METHODS", "cas_gains", "check_cas_gains", "cli_command",
+           "display_name", "eval_examples", "evaluate_suite", "get_profile", "is_finished",
+           "results_rows", "results_table", "run_name", "run_suite", "suite_configs", "worst_case"]
