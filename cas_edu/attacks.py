@@ -119,12 +119,21 @@ def _exceeds(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _exact_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Undo the few-ulp overshoot that rounding of ``x ± eps`` can leave, so ‖x_adv − x‖∞ ≤ ε exactly."""
+    """Clip to bounds x ± ε rounded towards x, so ‖x_adv − x‖∞ ≤ ε holds exactly despite float rounding."""
+    wide = torch.float32 if x.device.type == "mps" else torch.float64
+    if x.dtype != wide:
+        low, high = x.to(wide) - eps, x.to(wide) + eps
+        low_n, high_n = low.to(x.dtype), high.to(x.dtype)
+        low_n = torch.where(low_n.to(wide) < low, torch.nextafter(low_n, x), low_n)
+        high_n = torch.where(high_n.to(wide) > high, torch.nextafter(high_n, x), high_n)
+        x_adv = torch.minimum(torch.maximum(x_adv, low_n), high_n)
     over = _exceeds(x_adv, x, eps)
-    while over.any():
+    for _ in range(8):  # the last-ulp cases left by rounding in the wide type
+        if not over.any():
+            return x_adv
         x_adv = torch.where(over, torch.nextafter(x_adv, x), x_adv)
         over = _exceeds(x_adv, x, eps)
-    return x_adv
+    return torch.where(over, x, x_adv)
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float | None = None,
