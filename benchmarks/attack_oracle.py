@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"Δ ≤ +{ACC_TARGET_POINTS:g}", "APGD-CE", "ours PGD-20 ce+cas (adaptive)"], rows))
     print("\n## Time per attack call (s, whole split as one batch)\n")
     rows = [[label, f"{s['ours_ce']['seconds_median']:.3f}", f"{s['torchattacks']['seconds_median']:.3f}",
-             f"{s['time_ratio']:.2f}", verdict(s["time_pass"]), f"{s['apgd_ce_seconds']:.2f}",
+             f"{s['time_ratio']:.3f}", verdict(s["time_pass"]), f"{s['apgd_ce_seconds']:.2f}",
              cas_cell(s, "seconds_median", 1, 3)]
             for label, s in results.items()]
     print(markdown_table(["model", "ours PGD-20 (ce)", "torchattacks PGD-20", "ratio ours/theirs",

@@ -71,6 +71,8 @@ def attack_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objecti
     else:
         details = model.forward_details(x)
         logits, aux = details.logits, details.aux_logits
+    if loss == "ce" and not aux:
+        return F.cross_entropy(logits, y, reduction="sum")
     main = F.cross_entropy(logits, y, reduction="none") if loss == "ce" else margin_loss(logits, y)
     if aux:
         main = main + beta * torch.stack([F.cross_entropy(a, y, reduction="none") for a in aux]).mean(dim=0)
@@ -151,13 +153,17 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
     if step_size <= 0 and eps > 0:
         raise ValueError(f"step_size must be positive, got {step_size}.")
     x = x.detach()
+    low, high = (x - eps).clamp(min=0), (x + eps).clamp(max=1)  # the L∞ ball ∩ [0, 1]
     with eval_mode(model):
         x_adv = _random_start(x, eps, norm) if random_start and eps > 0 else x.clone()
         for _ in range(steps):
             x_adv.requires_grad_(True)
             objective_value = attack_objective(model, x_adv, y, objective, loss, beta)
             (grad,) = torch.autograd.grad(objective_value, x_adv)
-            x_adv = project(_step(x_adv.detach(), grad, step_size, norm), x, eps, norm)
+            if norm == "linf":
+                x_adv = torch.clamp(x_adv.detach() + step_size * grad.sign(), low, high)
+            else:
+                x_adv = project(_step(x_adv.detach(), grad, step_size, norm), x, eps, norm)
     return _exact_linf(x_adv, x, eps) if norm == "linf" else x_adv
 
 
