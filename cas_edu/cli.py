@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from .checkpoint import read_checkpoint, write_json
 from .evaluation import ATTACKS, DEFAULT_ATTACKS
 from .models import MODELS
 from .presets import METHODS, PRESETS, TrainConfig
+from .runtime import AMP_MODES, CHANNELS_LAST_MODES
 from .training import NonFiniteLossError
 
 
@@ -53,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
     train.add_argument("--data-root", help="dataset folder (default: $CAS_EDU_DATA, else ~/.cache/cas_edu)")
     train.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    train.add_argument("--amp", default="auto", choices=AMP_MODES, help="bf16 autocast: auto = on CUDA only")
+    train.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST_MODES,
+                       help="channels_last memory format: auto = on CUDA only")
+    train.add_argument("--compile", action="store_true", help="torch.compile each block (small_cnn, resnet18)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--json", action="store_true", help="print the history as JSON")
@@ -93,9 +99,12 @@ def _command_train(args: argparse.Namespace) -> int:
     config = make_config(args.dataset, args.model, args.method, args.cas, args.preset, cas_beta=args.cas_beta,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eps=args.eps,
                          step_size=args.step_size, attack_steps=args.attack_steps, seed=args.seed,
-                         device=args.device, data_root=args.data_root)
+                         device=args.device, data_root=args.data_root, amp=args.amp,
+                         channels_last=args.channels_last, compile=args.compile)
     dataset = None if args.resume else data.load(config.dataset, root=config.data_root, download=args.download)
     _, history = train(config, out_dir=args.out, dataset=dataset, resume=args.resume, progress=False if args.quiet else None)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
     if args.json:
         print(json.dumps(history, indent=2))
     else:

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from .runtime import AMP_MODES, CHANNELS_LAST_MODES
+
 METHODS = ("standard", "pgd_at", "trades", "mart")
 PRESETS = ("fast", "paper")
+#: Models whose blocks take one tensor, so each block compiles once (WRN's blocks take a mask callable).
+COMPILABLE_MODELS = ("small_cnn", "resnet18")
 
 #: Official CAS code, CIFAR-10 ResNet-18 (see ../shared/GUIDE.md, "Official training defaults").
 #: ``lr_drops`` maps an epoch to the factor applied to the base learning rate from that epoch on.
@@ -54,6 +58,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     data_root: str | None = None
+    amp: str = "auto"
+    channels_last: str = "auto"
+    compile: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,3 +112,9 @@ def validate_config(config: TrainConfig) -> None:
         raise ValueError("epochs, batch_size and attack_steps must all be at least 1.")
     if config.lr <= 0 or config.step_size < 0:
         raise ValueError("lr must be positive and step_size non-negative.")
+    if config.amp not in AMP_MODES:
+        raise ValueError(f"Unknown amp {config.amp!r}; choose one of {', '.join(AMP_MODES)}.")
+    if config.channels_last not in CHANNELS_LAST_MODES:
+        raise ValueError(f"Unknown channels_last {config.channels_last!r}; choose one of {', '.join(CHANNELS_LAST_MODES)}.")
+    if config.compile and config.model not in COMPILABLE_MODELS:
+        raise ValueError(f"compile supports {', '.join(COMPILABLE_MODELS)}, not {config.model!r}; train without it.")

@@ -27,3 +27,25 @@ def seed_everything(seed: int) -> None:
     """Seed Python's and PyTorch's generators (all devices) so a run can be repeated."""
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+#: ``amp``: bf16 autocast on CUDA only ("auto"), everywhere ("bf16"), never ("off").
+AMP_MODES = ("auto", "bf16", "off")
+#: ``channels_last``: on CUDA only ("auto"), always ("on"), never ("off").
+CHANNELS_LAST_MODES = ("auto", "on", "off")
+
+
+def uses_bf16(amp: str, device: torch.device) -> bool:
+    """Whether the ``amp`` setting turns bf16 autocast on for ``device``."""
+    return amp == "bf16" or (amp == "auto" and device.type == "cuda")
+
+
+def autocast(amp: str, device: torch.device) -> torch.autocast:
+    """The autocast context for ``amp`` on ``device`` (disabled unless bf16 applies)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(amp, device))
+
+
+def memory_format(channels_last: str, device: torch.device) -> torch.memory_format:
+    """``torch.channels_last`` when the setting asks for it on this device, else contiguous."""
+    use = channels_last == "on" or (channels_last == "auto" and device.type == "cuda")
+    return torch.channels_last if use else torch.contiguous_format

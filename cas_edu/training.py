@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import attacks, data
+from . import attacks, data, distributed
 from .cas import auxiliary_loss
 from .checkpoint import model_spec, read_checkpoint, save_checkpoint, write_json
-from .models import CASClassifier, build
+from .models import CASClassifier, ModelOutput, build
 from .presets import TrainConfig, validate_config
-from .runtime import resolve_device, seed_everything
+from .runtime import autocast, memory_format, resolve_device, seed_everything
 
 
 def learning_rate_factor(config: TrainConfig, progress: float) -> float:
@@ -61,8 +61,11 @@ def mart_loss(adv_logits: torch.Tensor, natural_logits: torch.Tensor, y: torch.T
     return boosted_ce + beta * robust
 
 
-def training_loss(model: CASClassifier, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Craft the method's adversarial examples (model in eval mode), then return ``(loss, main logits)`` in train mode."""
+def training_loss(model: CASClassifier, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                  forward: Callable[..., ModelOutput] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Craft the method's adversarial examples (model in eval mode), then return ``(loss, main logits)`` in
+    train mode; ``forward`` (default ``model.forward_details``) is the training forward, e.g. through DDP."""
+    forward = forward or model.forward_details
     objective = "ce+cas" if model.has_cas else "ce"
     if config.method == "pgd_at" or config.method == "mart":
         x_attack = attacks.pgd(model, x, y, config.eps, config.step_size, config.attack_steps, objective=objective,
@@ -74,10 +77,10 @@ def training_loss(model: CASClassifier, x: torch.Tensor, y: torch.Tensor, config
         x_attack = x
     model.train()
     if config.method in ("standard", "pgd_at"):
-        out = model.forward_details(x_attack, y)
+        out = forward(x_attack, y)
         return F.cross_entropy(out.logits, y) + auxiliary_loss(out.aux_logits, y, config.cas_beta), out.logits
-    natural = model.forward_details(x, y)
-    adversarial = model.forward_details(x_attack, y)
+    natural = forward(x, y)
+    adversarial = forward(x_attack, y)
     if config.method == "trades":
         loss = F.cross_entropy(natural.logits, y) + config.method_beta * _kl_per_example(adversarial.logits, natural.logits).mean()
     else:
@@ -135,11 +138,23 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
+def compile_blocks(model: CASClassifier) -> None:
+    """``torch.compile`` each block's forward in place; CAS modules, losses and the attacks' input
+    gradients stay outside the compiled regions (a block is recompiled once per train/eval mode)."""
+    for module in [getattr(model, "stem", None), *model.blocks.values(), model.fc]:
+        if module is not None:
+            module.compile()
+
+
 def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
           progress: bool | None = None, dataset: data.Dataset | None = None,
           on_epoch_end: Callable[[dict], None] | None = None) -> tuple[CASClassifier, list[dict]]:
     """Train a model as ``config`` says; with ``out_dir``, write ``checkpoint.pt`` (every epoch, atomically),
-    ``best.pt`` (best robust validation accuracy) and ``history.json``. Returns ``(model, history)``."""
+    ``best.pt`` (best robust validation accuracy) and ``history.json``. Returns ``(model, history)``.
+
+    Launched by ``torchrun`` with several processes, it trains with DistributedDataParallel: the same
+    global batches as one process, split across ranks; rank 0 validates and writes the run folder.
+    """
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume:
         if out_dir is None or not (out_dir / "checkpoint.pt").is_file():
@@ -147,11 +162,31 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
         saved = read_checkpoint(out_dir / "checkpoint.pt")
         config = TrainConfig.from_dict(saved["config"])
     validate_config(config)
-    device = resolve_device(config.device)
+    group, device = distributed.from_environment(resolve_device(config.device))
+    try:
+        return _train(config, out_dir, saved if resume else None, progress, dataset, on_epoch_end, group, device)
+    finally:
+        group.close()
+
+
+def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progress: bool | None,
+           dataset: data.Dataset | None, on_epoch_end: Callable[[dict], None] | None,
+           group: distributed.Group, device: torch.device) -> tuple[CASClassifier, list[dict]]:
     seed_everything(config.seed)
     dataset = dataset if dataset is not None else data.load(config.dataset, root=config.data_root)
+    if group.is_distributed and config.batch_size < group.world_size:
+        raise ValueError(f"batch_size {config.batch_size} is smaller than the {group.world_size} processes; "
+                         "use a global batch of at least one example per process.")
     model = build(config.model, num_classes=len(dataset.classes), in_channels=dataset.input_shape[0], cas=config.cas)
-    model.to(device)
+    layout = memory_format(config.channels_last, device)
+    model.to(device=device, memory_format=layout)
+    if saved is not None:
+        model.load_state_dict(saved["model_state"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if config.compile:
+        compile_blocks(model)
+    forward = distributed.training_forward(model, group, device)
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         (no_decay if parameter.dim() == 1 else decay).append(parameter)
@@ -163,8 +198,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict] = []
     start_epoch, best_robust = 0, -1.0
-    if resume:
-        model.load_state_dict(saved["model_state"])
+    if saved is not None:
         optimizer.load_state_dict(saved["optimizer_state"])
         scheduler.load_state_dict(saved["scheduler_state"])
         history = list(saved["history"])
@@ -174,43 +208,50 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
     x_train, y_train = dataset.train.x.to(device), dataset.train.y.to(device)
     x_val, y_val = dataset.val.x[:config.val_examples], dataset.val.y[:config.val_examples]
     spec = model_spec(config.model, len(dataset.classes), dataset.input_shape[0], model)
-    show = _show_progress(progress)
+    show = _show_progress(progress) and group.is_main
     for epoch in tqdm(range(start_epoch, config.epochs), desc=f"{config.method}{'+cas' if config.cas else ''}",
                       initial=start_epoch, total=config.epochs, disable=not show):
         started = time.perf_counter()
         order = torch.randperm(len(x_train), generator=generator).to(device)
-        loss_sum, correct, seen = 0.0, 0, 0
+        totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, seen (this rank)
+        lr_used = optimizer.param_groups[0]["lr"]
         for i in range(0, len(order), config.batch_size):
             index = order[i:i + config.batch_size]
+            if len(index) < group.world_size:
+                continue  # a last batch too small to give every process an example
             xb, yb = x_train[index], y_train[index]
             if config.augment:
                 xb = random_crop_flip(xb, generator)
-            loss, logits = training_loss(model, xb, yb, config)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss became {loss.item()} at epoch {epoch + 1} (the last good checkpoint is intact); "
-                    "start a fresh run with a lower --lr or a smaller --batch-size.")
+            xb, yb = group.shard(xb).contiguous(memory_format=layout), group.shard(yb)
+            with autocast(config.amp, device):
+                loss, logits = training_loss(model, xb, yb, config, forward=forward)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            group.global_mean_loss(loss, len(yb), len(index)).backward()
             optimizer.step()
             lr_used = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            loss_sum += loss.item() * len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
-            seen += len(yb)
+            totals[0] += loss.detach().double() * len(yb)
+            totals[1] += (logits.argmax(1) == yb).sum()
+            totals[2] += len(yb)
+        loss_sum, correct, seen = group.sum(totals).tolist()
+        if not math.isfinite(loss_sum):
+            raise NonFiniteLossError(
+                f"loss became {loss_sum / seen} at epoch {epoch + 1} (the last good checkpoint is intact); "
+                "start a fresh run with a lower --lr or a smaller --batch-size.")
+        validate = group.is_main
         record = {
             "epoch": epoch + 1,
             "lr": lr_used,
             "train_loss": loss_sum / seen,
             "train_accuracy": correct / seen,
-            "val_natural_accuracy": accuracy(model, x_val, y_val),
+            "val_natural_accuracy": accuracy(model, x_val, y_val) if validate else None,
             "val_robust_accuracy": robust_accuracy(model, x_val, y_val, config.eps, config.val_attack_steps)
-            if config.method != "standard" else None,
+            if validate and config.method != "standard" else None,
             "seconds": time.perf_counter() - started,
         }
         history.append(record)
         score = record["val_robust_accuracy"] if record["val_robust_accuracy"] is not None else record["val_natural_accuracy"]
-        if out_dir is not None:
+        if out_dir is not None and group.is_main:
             weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             if score > best_robust:
                 best_robust = score

@@ -529,3 +529,12 @@ def test_pgd_matches_a_hand_written_reference(trained):
     assert (ours - reference).abs().max().item() <= 1e-6
     assert _accuracy(model, ours, y) == _accuracy(model, reference, y)
     assert _accuracy(model, ours, y) < _accuracy(model, x, y) - 0.2
+
+
+def test_l2_pgd_budget_holds_when_eps_is_below_the_pixels_ulp(plain_model):
+    """Regression (found by hypothesis): ε = 2⁻²⁴ next to a pixel of 0.75, whose float32 ulp is 2⁻²⁴·2."""
+    x = torch.ones(1, 1, 8, 8)
+    x[0, 0, 4, 7] = 0.75
+    for label in range(10):
+        x_adv = pgd(plain_model, x, torch.tensor([label]), 2.0 ** -24, steps=1, random_start=False, norm="l2")
+        assert (x_adv.double() - x.double()).norm() <= 2.0 ** -24

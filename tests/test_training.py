@@ -273,8 +273,8 @@ def test_nan_loss_raises_and_keeps_the_previous_checkpoint(digits, tmp_path, mon
     finished: list[int] = []
     saved_bytes: dict[str, bytes] = {}
 
-    def loss_that_breaks_in_epoch_two(model, x, y, config):
-        loss, logits = real_loss(model, x, y, config)
+    def loss_that_breaks_in_epoch_two(model, x, y, config, **kwargs):
+        loss, logits = real_loss(model, x, y, config, **kwargs)
         return (loss * float("nan") if finished else loss), logits
 
     def remember(record):
