@@ -225,3 +225,23 @@ def test_module_error_in_a_subprocess_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_out_of_memory_says_lower_the_batch_size_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    from cas_edu import training
+
+    real_loss, calls = training.training_loss, []
+
+    def runs_out_of_memory_in_epoch_two(model, x, y, config, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # digits' 1,294 training images at batch 1024: two steps per epoch
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_loss(model, x, y, config, **kwargs)
+
+    monkeypatch.setattr(training, "training_loss", runs_out_of_memory_in_epoch_two)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--out", out, "--epochs", "3", "--batch-size", "1024", "--quiet",
+                           "--device", "cpu", "--attack-steps", "1")
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "--batch-size" in err and "--resume" in err
+    assert read_checkpoint(out / "checkpoint.pt")["epoch"] == 1
