@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DATA := $(if $(CAS_EDU_DATA),$(CAS_EDU_DATA),$(wildcard ../shared/data))
+DATA := $(abspath $(if $(CAS_EDU_DATA),$(CAS_EDU_DATA),$(wildcard ../shared/data)))
 
 .PHONY: setup lab test benchmarks clean
 

@@ -41,7 +41,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _shared_root() -> Path | None:
     value = os.environ.get("CAS_EDU_DATA", "").strip()
-    return Path(value).expanduser() if value else None
+    return Path(value).expanduser().resolve() if value else None
 
 
 def _check_common(d: Dataset) -> None:
