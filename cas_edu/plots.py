@@ -161,9 +161,10 @@ def summary_table(comparisons: Mapping[str, ActivationComparison], digits: int =
             ("fraction activated, natural", "natural_fraction_activated", digits),
             ("fraction activated, adversarial", "adversarial_fraction_activated", digits)]
     width = max(len(r[0]) for r in rows)
-    lines = ["quantity".ljust(width) + "".join(f"{name:>10}" for name in summaries)]
+    columns = [max(10, len(name) + 2) for name in summaries]
+    lines = ["quantity".ljust(width) + "".join(f"{name:>{w}}" for name, w in zip(summaries, columns))]
     for label, key, nd in rows:
-        lines.append(label.ljust(width) + "".join(f"{s[key]:>10.{nd}f}" for s in summaries.values()))
+        lines.append(label.ljust(width) + "".join(f"{s[key]:>{w}.{nd}f}" for s, w in zip(summaries.values(), columns)))
     return "\n".join(lines)
 
 

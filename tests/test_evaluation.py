@@ -189,7 +189,10 @@ def test_warns_for_autoattack_and_fgsm_too():
     accuracy = {"pgd20": {"ce": 0.5}, "fgsm": {"ce": 0.3}, "autoattack": {"ce": 0.2}}
     found = masking_warnings(accuracy, "ce", 0.01)
     assert len(found) == 2
-    assert any("AutoAttack" in w for w in found) and any("FGSM" in w for w in found)
+    fgsm_warning, autoattack_warning = found
+    assert "FGSM" in fgsm_warning and "likely gradient masking" in fgsm_warning
+    assert "AutoAttack" in autoattack_warning and "overstates" in autoattack_warning
+    assert "likely gradient masking" not in autoattack_warning
 
 
 @pytest.mark.parametrize("accuracy, reference", [

@@ -179,6 +179,8 @@ def test_activation_figures_and_table(digits, models):
         assert sum(bool(t.showlegend) for t in fig.data) == 2
     table = plots.summary_table(comparisons)
     assert table.splitlines()[0].split() == ["quantity", "STD", "AT"] and len(table.splitlines()) == 7
+    long_names = plots.summary_table({"AT": comparisons["AT"], "AT+CAS (before the mask)": comparisons["AT"]})
+    assert long_names.splitlines()[0].split()[:3] == ["quantity", "AT", "AT+CAS"]
     grid = plots.image_grid_figure({"clean": x[:3], "δ": x[:3] - 0.5}, column_titles=["a", "b", "c"],
                                    diverging=["δ"])
     _has_labels(grid)
