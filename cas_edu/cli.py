@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--data-root")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    evaluate.add_argument("--output", help="where to write the JSON report (default: RUN/eval.json for a run folder)")
 
     acts = sub.add_parser("activations", help="channel activation statistics, natural vs PGD-20 adversarial")
     acts.add_argument("run", help="run folder or .pt file")
@@ -147,9 +148,9 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     report = evaluate(model, x, y, eps, attacks=attacks, objective=args.objective, batch_size=args.batch_size,
                       seed=args.seed, progress=not args.json and sys.stderr.isatty())
-    run = Path(args.run)
-    if run.is_dir():
-        write_json(run / "eval.json", report.to_dict())
+    output = Path(args.output) if args.output else Path(args.run) / "eval.json" if Path(args.run).is_dir() else None
+    if output is not None:
+        write_json(output, report.to_dict())
     print(report.to_json() if args.json else report.table())
     return 0
 

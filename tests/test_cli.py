@@ -124,6 +124,16 @@ def test_evaluate_prints_a_table_and_honours_options(run_dir, capsys):
     assert not (run_dir / "eval.json").exists(), "a .pt path is not a run folder: no eval.json"
 
 
+def test_evaluate_output_names_the_report_file(run_dir, tmp_path, capsys):
+    (run_dir / "eval.json").unlink(missing_ok=True)
+    target = tmp_path / "reports" / "natural_only.json"
+    code, out, err = run_cli(capsys, "evaluate", run_dir, "--attacks", "natural", "--n", "10", "--device", "cpu",
+                             "--output", target)
+    assert code == 0, err
+    assert json.loads(target.read_text())["accuracy"].keys() == {"natural"}
+    assert not (run_dir / "eval.json").exists(), "--output replaces the default RUN/eval.json"
+
+
 def test_activations_json(run_dir, capsys):
     code, out, err = run_cli(capsys, "activations", run_dir, "--n", "100", "--json", "--device", "cpu")
     assert code == 0, err
