@@ -5,7 +5,7 @@ What it does, for AT (``pgd_at``) and AT+CAS (``pgd_at --cas``), ResNet-18, ``--
        epochs than asked, reusing a finished one. ``--time-limit-s`` stops cleanly after the epoch that
        crosses the limit (its checkpoint is written), so a session with a per-command time limit reruns the
        same command until the table appears;
-    2. evaluates ``best.pt`` (chosen on the validation split) on the test set: natural, FGSM, PGD-20 and CW∞
+    2. evaluates ``best.pt`` (chosen on the validation split; a finished run's reports are reused) on the test set: natural, FGSM, PGD-20 and CW∞
        with both objectives for the CAS model (``OUT/<run>/eval.json``), then natural, adaptive PGD-20 and
        AutoAttack (standard) on the first ``--autoattack-n`` test images (``OUT/<run>/eval_autoattack.json``),
        so that AutoAttack is compared with PGD-20 on the same images;
@@ -121,11 +121,17 @@ def main(argv: list[str] | None = None) -> int:
             print(stop)
             return EXIT_RERUN
         history = json.loads((folder / "history.json").read_text())["history"]
-        white_box, black_box = evaluate_run(folder, ds, config.eps, args.autoattack_n, device)
+        reports = [folder / "eval.json", folder / "eval_autoattack.json"]
+        if how.startswith("reused") and all(r.is_file() for r in reports):  # evaluated by an earlier rerun
+            white_box, black_box = (json.loads(r.read_text()) for r in reports)
+            how += ", evaluation reused"
+        else:
+            white_box, black_box = evaluate_run(folder, ds, config.eps, args.autoattack_n, device)
+            how += ", evaluated"
         results[label] = {"run": str(folder), "training": how, "epochs": config.epochs,
                           "train_seconds": sum(r["seconds"] for r in history), "eval": white_box,
                           "eval_autoattack": black_box}
-        print(f"{label}: {how}, evaluated", flush=True)
+        print(f"{label}: {how}", flush=True)
 
     rows = []
     for label, result in results.items():

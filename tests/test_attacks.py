@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from torch import nn
 
-from cas_edu import attacks
 from cas_edu.attacks import attack_objective, cw_inf, fgsm, margin_loss, pgd, trades_kl_attack
 from cas_edu.models import SmallCNN
 

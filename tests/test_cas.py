@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from cas_edu.cas import DEFAULT_CAS_BETA, CASModule, auxiliary_loss, cas_loss
 

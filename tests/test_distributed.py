@@ -62,7 +62,7 @@ def runs(tmp_path_factory):
 
 @pytest.mark.parametrize("method", ["standard", "pgd_at"])
 def test_two_gloo_processes_match_one_process(runs, method):
-    (_, single), (folder, ddp) = runs[(method, 1)], runs[(method, 2)]
+    (_, single), (_, ddp) = runs[(method, 1)], runs[(method, 2)]
     assert [r["epoch"] for r in ddp] == [1, 2]
     for one, two in zip(single, ddp):
         # same global batches and learning rates; each process normalises its half batch (no SyncBN on gloo)
