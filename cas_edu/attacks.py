@@ -166,7 +166,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
         raise ValueError(f"steps must be at least 1, got {steps}.")
     if loss not in ("ce", "margin"):
         raise ValueError(f"Unknown loss {loss!r}; choose 'ce' or 'margin'.")
-    step_size = 2.5 * eps / steps if step_size is None else step_size
+    if step_size is None:
+        step_size = 2.5 * eps / steps or eps  # a subnormal ε can underflow the default to 0
     if step_size <= 0 and eps > 0:
         raise ValueError(f"step_size must be positive, got {step_size}.")
     x = x.detach()

@@ -133,6 +133,8 @@ _BUG_PIXEL, _BUG_EPS = 0.47700977325439453, 0.43265496388582003  # fl32(x) − f
        random_start=st.booleans(), seed=st.integers(0, 2**16))
 @example(name="fgsm", images=np.full((2, 1, 8, 8), _BUG_PIXEL, dtype=np.float32), eps=_BUG_EPS, steps=1,
          random_start=False, seed=0)
+@example(name="pgd", images=np.full((1, 1, 8, 8), 0.5, dtype=np.float32), eps=5e-324, steps=4,  # default step underflows
+         random_start=False, seed=0)
 def test_linf_budget_holds_exactly(plain_model, name, images, eps, steps, random_start, seed):
     """‖x_adv − x‖∞ ≤ ε with no tolerance at all: the promise of the module docstring."""
     x = _tensor(images)
