@@ -9,7 +9,9 @@ What it measures
     * ``EpsilonExplorer`` (notebook 01), ε slider with FGSM and with PGD-10: every change is a new ε, so
       each one crafts the attack on one image (no cache hits);
     * ``ActivationExplorer`` (notebook 02), ε slider, class picker and model toggle, after its one-off
-      precompute (PGD for every model and slider ε), which is timed and reported separately.
+      precompute (PGD for every model and slider ε), which is timed and reported separately;
+    * ``ChannelExplorer`` (notebook 03), class picker and ε slider on the PGD-AT+CAS model, after its
+      one-off ``channels.channel_data`` precompute (also reported separately).
 
     No frontend is attached, so the time is Python-side work: attack, statistics, figure serialisation.
 
@@ -35,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, verdict, write_json  # noqa: E402
 
-from cas_edu import data, presets, training, widgets  # noqa: E402
+from cas_edu import channels, data, presets, training, widgets  # noqa: E402
 
 TARGET_MS = 100.0
 
@@ -57,6 +59,13 @@ def notebook_models(ds: data.Dataset, runs: Path) -> dict:
                              step_size=2.5 * eps / steps, val_attack_steps=steps, seed=0, device="cpu")
     return {"STD": training.train_or_load(std, runs / "digits_standard", progress=False, dataset=ds)[0],
             "AT": training.train_or_load(at, runs / "digits_pgd_at", progress=False, dataset=ds)[0]}
+
+
+def notebook_cas_model(ds: data.Dataset, runs: Path):
+    """The PGD-AT+CAS digits model exactly as notebook 03 configures it (cpu profile)."""
+    config = presets.make_config("digits", method="pgd_at", cas=True, epochs=6, attack_steps=5, eps=0.1, seed=0,
+                                 device="cpu")
+    return training.train_or_load(config, runs / "cpu" / "pgd_at+cas", progress=False, dataset=ds)[0]
 
 
 def time_changes(control, values: list) -> list[float]:
@@ -118,6 +127,20 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row("ActivationExplorer (02)", name, seconds))
         raw[f"activation_{name}"] = seconds
 
+    # Notebook 03: precompute once (the grid of notebook 03), then every change indexes the cache.
+    started = time.perf_counter()
+    channel_data = channels.channel_data(notebook_cas_model(ds, Path(args.runs)), x, y, [0.0, 0.05, 0.1, 0.2, 0.3],
+                                         seed=0)
+    channel_precompute_s = time.perf_counter() - started
+    channel_explorer = widgets.ChannelExplorer(channel_data, ds.classes, class_id=0, eps=0.1)
+    for name, control, options in (("class picker", channel_explorer.class_picker,
+                                    [v for _, v in channel_explorer.class_picker.options]),
+                                   ("ε slider", channel_explorer.eps_slider,
+                                    [v for _, v in channel_explorer.eps_slider.options])):
+        seconds = time_changes(control, changing(options, args.changes, control.value, rng))
+        rows.append(row("ChannelExplorer (03)", name, seconds))
+        raw[f"channel_{name}"] = seconds
+
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
     print("## Widget update latency (one control change → figure updated)\n")
     print(machine_line(info) + (f"; load average {tuple(round(v, 2) for v in load_end)} at end" if load_end else ""))
@@ -126,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"median ≤ {TARGET_MS:.0f} ms"], rows))
     print(f"\nActivationExplorer one-off precompute (2 models × {len(explorer.eps_grid)} ε, PGD-10 on {len(x)} images): "
           f"{precompute_s:.1f} s")
+    print(f"ChannelExplorer one-off precompute (5 ε, PGD-10 adaptive on {len(x)} images): {channel_precompute_s:.1f} s")
     path = write_json("widget_latency", {"machine": info, "load_end": load_end, "rows": rows, "seconds": raw,
-                                         "activation_precompute_seconds": precompute_s})
+                                         "activation_precompute_seconds": precompute_s,
+                                         "channel_precompute_seconds": channel_precompute_s})
     print(f"\nraw timings: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     return 0
 
