@@ -50,9 +50,12 @@ class Group:
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
 
-    def close(self) -> None:
+    def close(self, wait_for_others: bool = True) -> None:
+        """Leave the process group we joined; after a failure without waiting for the other ranks, which may
+        be blocked in a collective (torchrun then stops them)."""
         if self.owns_process_group and dist.is_initialized():
-            dist.barrier()
+            if wait_for_others:
+                dist.barrier()
             dist.destroy_process_group()
 
 

@@ -164,9 +164,12 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
     validate_config(config)
     group, device = distributed.from_environment(resolve_device(config.device))
     try:
-        return _train(config, out_dir, saved if resume else None, progress, dataset, on_epoch_end, group, device)
-    finally:
-        group.close()
+        result = _train(config, out_dir, saved if resume else None, progress, dataset, on_epoch_end, group, device)
+    except BaseException:
+        group.close(wait_for_others=False)
+        raise
+    group.close()
+    return result
 
 
 def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progress: bool | None,
