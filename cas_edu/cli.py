@@ -11,11 +11,15 @@ import torch
 
 from . import data
 from .checkpoint import read_checkpoint, write_json
-from .evaluation import ATTACKS, DEFAULT_ATTACKS
+from .evaluation import ATTACKS
 from .models import MODELS
 from .presets import METHODS, PRESETS, TrainConfig
 from .runtime import AMP_MODES, CHANNELS_LAST_MODES
 from .training import NonFiniteLossError
+
+
+#: What ``evaluate RUN`` reports by default: the paper's attacks plus standard AutoAttack (which includes Square).
+REPORT_ATTACKS = ("natural", "fgsm", "pgd20", "cw", "autoattack")
 
 
 class UsageError(Exception):
@@ -66,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="accuracy under natural, FGSM, PGD-20, CW∞, Square, AutoAttack")
     evaluate.add_argument("run", help="run folder (uses best.pt, else checkpoint.pt) or a .pt file")
-    evaluate.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS), help=f"comma list from {','.join(ATTACKS)}")
+    evaluate.add_argument("--attacks", default=",".join(REPORT_ATTACKS),
+                          help=f"comma list from {','.join(ATTACKS)} (default: {','.join(REPORT_ATTACKS)})")
     evaluate.add_argument("--objective", default="both", choices=["ce", "ce+cas", "both"])
     evaluate.add_argument("--eps", type=_eps, help="default: the training eps")
     evaluate.add_argument("--dataset", help="default: the training dataset")

@@ -124,6 +124,12 @@ def test_evaluate_prints_a_table_and_honours_options(run_dir, capsys):
     assert not (run_dir / "eval.json").exists(), "a .pt path is not a run folder: no eval.json"
 
 
+def test_evaluate_reports_autoattack_by_default():
+    args = cli.build_parser().parse_args(["evaluate", "runs/x"])
+    assert args.attacks.split(",") == ["natural", "fgsm", "pgd20", "cw", "autoattack"]
+    assert args.objective == "both"
+
+
 def test_evaluate_output_names_the_report_file(run_dir, tmp_path, capsys):
     (run_dir / "eval.json").unlink(missing_ok=True)
     target = tmp_path / "reports" / "natural_only.json"
