@@ -7,6 +7,7 @@ synchronised for them. Rank 0 writes checkpoints and logs.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -25,6 +26,7 @@ class Group:
     rank: int = 0
     world_size: int = 1
     owns_process_group: bool = False
+    ddp_module: nn.Module | None = None
 
     @property
     def is_distributed(self) -> bool:
@@ -53,6 +55,8 @@ class Group:
     def close(self, wait_for_others: bool = True) -> None:
         """Leave the process group we joined; after a failure without waiting for the other ranks, which may
         be blocked in a collective (torchrun then stops them)."""
+        self.ddp_module = None  # DDP holds the process group; free it first, not at interpreter exit
+        gc.collect()
         if self.owns_process_group and dist.is_initialized():
             if wait_for_others:
                 dist.barrier()
@@ -98,9 +102,10 @@ def training_forward(model: CASClassifier, group: Group, device: torch.device) -
         nn.SyncBatchNorm.convert_sync_batchnorm(model)
     wrapped = nn.parallel.DistributedDataParallel(
         _DetailsForward(model), device_ids=[device.index] if device.type == "cuda" else None)
+    group.ddp_module = wrapped
 
     def forward(x: torch.Tensor, y: torch.Tensor | None = None) -> ModelOutput:
-        logits, *aux = wrapped(x, y)
+        logits, *aux = group.ddp_module(x, y)
         return ModelOutput(logits=logits, aux_logits=aux)
 
     return forward

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,17 +35,11 @@ def test_a_single_process_group_changes_nothing():
     assert torch.equal(group.sum(batch), batch)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _train(out: Path, method: str, nproc: int) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("WORLD_SIZE", None)
-    launcher = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                 f"--master_port={_free_port()}", "-m"] if nproc > 1 else [sys.executable, "-m"])
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
+                if nproc > 1 else [sys.executable, "-m"])
     result = subprocess.run([*launcher, "cas_edu", "train", *TRAIN_ARGS, "--method", method, "--cas",
                              "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -110,8 +103,8 @@ def test_ddp_gradients_equal_the_global_batch_gradient_with_uneven_shards(tmp_pa
     script = tmp_path / "gradients.py"
     script.write_text(GRADIENT_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                             f"--master_port={_free_port()}", str(script), str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script), str(tmp_path)],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     torch.manual_seed(0)
