@@ -55,8 +55,9 @@ class Group:
     def close(self, wait_for_others: bool = True) -> None:
         """Leave the process group we joined; after a failure without waiting for the other ranks, which may
         be blocked in a collective (torchrun then stops them)."""
-        self.ddp_module = None  # DDP holds the process group; free it first, not at interpreter exit
-        gc.collect()
+        if self.ddp_module is not None:  # DDP holds the process group: free it now, not at interpreter exit
+            self.ddp_module = None
+            gc.collect()
         if self.owns_process_group and dist.is_initialized():
             if wait_for_others:
                 dist.barrier()
