@@ -90,9 +90,8 @@ def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     return (x + noise).clamp(0, 1)
 
 
-def _step(x_adv: torch.Tensor, grad: torch.Tensor, step_size: float, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return x_adv + step_size * grad.sign()
+def _l2_step(x_adv: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+    """One ascent step of L2 length ``step_size`` along the gradient (not yet projected)."""
     grad_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
     return x_adv + step_size * grad / grad_norm
 
@@ -108,9 +107,25 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf"
     return x_adv.clamp(0, 1)
 
 
+def _wide_dtype(x: torch.Tensor) -> torch.dtype:
+    """The type in which budget checks run: float64, or float32 on MPS (which has no float64)."""
+    return torch.float32 if x.device.type == "mps" else torch.float64
+
+
+def _linf_step(x_adv: torch.Tensor, grad: torch.Tensor, step_size: float, low: torch.Tensor,
+               high: torch.Tensor) -> torch.Tensor:
+    """One signed-gradient ascent step, clipped to the L∞ ball ∩ [0, 1] given as its bounds ``(low, high)``."""
+    return torch.clamp(x_adv.detach() + step_size * grad.sign(), low, high)
+
+
+def _linf_bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The L∞ ball around ``x`` intersected with [0, 1], as per-pixel bounds, computed once per attack."""
+    return (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+
+
 def _exceeds(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Where |x_adv − x| > ε exactly (float32 differences are exact in float64; float64 ones use TwoSum)."""
-    wide = torch.float32 if x.device.type == "mps" else torch.float64
+    wide = _wide_dtype(x)
     a, b = x_adv.to(wide), x.to(wide)
     diff = a - b
     if x.dtype != wide:
@@ -122,7 +137,7 @@ def _exceeds(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 def _exact_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Clip to bounds x ± ε rounded towards x, so ‖x_adv − x‖∞ ≤ ε holds exactly despite float rounding."""
-    wide = torch.float32 if x.device.type == "mps" else torch.float64
+    wide = _wide_dtype(x)
     if x.dtype != wide:
         low, high = x.to(wide) - eps, x.to(wide) + eps
         low_n, high_n = low.to(x.dtype), high.to(x.dtype)
@@ -141,7 +156,7 @@ def _exact_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tenso
 def _exact_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Shrink rows whose ‖x_adv − x‖₂ exceeds ε after float rounding (ε near the pixels' ulp); rows that
     still exceed after a few shrinks fall back to x."""
-    wide = torch.float32 if x.device.type == "mps" else torch.float64
+    wide = _wide_dtype(x)
     shape = (-1, *[1] * (x.dim() - 1))
     for _ in range(8):
         delta = x_adv.to(wide) - x.to(wide)
@@ -171,7 +186,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
     if step_size <= 0 and eps > 0:
         raise ValueError(f"step_size must be positive, got {step_size}.")
     x = x.detach()
-    low, high = (x - eps).clamp(min=0), (x + eps).clamp(max=1)  # the L∞ ball ∩ [0, 1]
+    low, high = _linf_bounds(x, eps) if norm == "linf" else (None, None)
     with eval_mode(model):
         x_adv = _random_start(x, eps, norm) if random_start and eps > 0 else x.clone()
         for _ in range(steps):
@@ -179,9 +194,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
             objective_value = attack_objective(model, x_adv, y, objective, loss, beta)
             (grad,) = torch.autograd.grad(objective_value, x_adv)
             if norm == "linf":
-                x_adv = torch.clamp(x_adv.detach() + step_size * grad.sign(), low, high)
+                x_adv = _linf_step(x_adv, grad, step_size, low, high)
             else:
-                x_adv = project(_step(x_adv.detach(), grad, step_size, norm), x, eps, norm)
+                x_adv = project(_l2_step(x_adv.detach(), grad, step_size), x, eps, norm)
     return _exact_linf(x_adv, x, eps) if norm == "linf" else _exact_l2(x_adv, x, eps)
 
 
@@ -207,8 +222,9 @@ def trades_kl_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
         natural = model.forward_details(x) if objective == "ce+cas" else None
         natural_probs = (natural.logits if natural else model(x)).softmax(dim=1)
         natural_aux = [a.softmax(dim=1) for a in natural.aux_logits] if natural else []
+    low, high = _linf_bounds(x, eps)
     with eval_mode(model):
-        x_adv = project(x + 0.001 * torch.randn_like(x), x, eps)
+        x_adv = torch.clamp(x + 0.001 * torch.randn_like(x), low, high)
         for _ in range(steps):
             x_adv.requires_grad_(True)
             if objective == "ce+cas":
@@ -221,5 +237,5 @@ def trades_kl_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
                 kl = kl + beta * torch.stack([F.kl_div(a.log_softmax(dim=1), p, reduction="sum")
                                               for a, p in zip(aux, natural_aux)]).mean()
             (grad,) = torch.autograd.grad(kl, x_adv)
-            x_adv = project(_step(x_adv.detach(), grad, step_size, "linf"), x, eps)
+            x_adv = _linf_step(x_adv, grad, step_size, low, high)
     return _exact_linf(x_adv, x, eps)
