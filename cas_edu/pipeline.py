@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from . import data, evaluation, training
-from .checkpoint import read_checkpoint
 from .evaluation import EvaluationReport
 from .presets import METHODS, TrainConfig, make_config
 
@@ -122,14 +121,10 @@ def cli_command(config: TrainConfig, out_dir: str | Path) -> str:
 
 def is_finished(config: TrainConfig, out_dir: str | Path) -> bool:
     """Whether ``out_dir`` holds a run trained to the end with exactly ``config`` (what ``train_or_load`` reuses)."""
-    checkpoint = Path(out_dir) / "checkpoint.pt"
-    if not checkpoint.is_file():
-        return False
     try:
-        saved = read_checkpoint(checkpoint)
-    except ValueError:
+        return training.finished_run(config, out_dir) is not None
+    except ValueError:  # an unreadable checkpoint: not a finished run
         return False
-    return saved.get("config") == config.to_dict() and int(saved.get("epoch", 0)) >= config.epochs
 
 
 @dataclass

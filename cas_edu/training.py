@@ -271,6 +271,15 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
     return model, history
 
 
+def finished_run(config: TrainConfig, out_dir: str | Path) -> dict | None:
+    """The last checkpoint in ``out_dir`` when that run was trained to the end with exactly ``config``, else None."""
+    checkpoint = Path(out_dir) / "checkpoint.pt"
+    if not checkpoint.is_file():
+        return None
+    saved = read_checkpoint(checkpoint)
+    return saved if saved["config"] == config.to_dict() and int(saved["epoch"]) >= config.epochs else None
+
+
 def train_or_load(config: TrainConfig, out_dir: str | Path, progress: bool | None = None,
                   dataset: data.Dataset | None = None) -> tuple[CASClassifier, list[dict]]:
     """Reuse the finished run in ``out_dir`` when it was trained with exactly ``config``; otherwise train it there.
@@ -279,10 +288,8 @@ def train_or_load(config: TrainConfig, out_dir: str | Path, progress: bool | Non
     """
     from .checkpoint import model_from_payload
 
-    checkpoint = Path(out_dir) / "checkpoint.pt"
-    if checkpoint.is_file():
-        saved = read_checkpoint(checkpoint)
-        if saved["config"] == config.to_dict() and int(saved["epoch"]) >= config.epochs:
-            model = model_from_payload(saved).to(resolve_device(config.device)).eval()
-            return model, list(saved["history"])
+    saved = finished_run(config, out_dir)
+    if saved is not None:
+        model = model_from_payload(saved).to(resolve_device(config.device)).eval()
+        return model, list(saved["history"])
     return train(config, out_dir=out_dir, progress=progress, dataset=dataset)
