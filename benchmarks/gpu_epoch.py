@@ -40,7 +40,7 @@ from common import machine, machine_line, markdown_table, verdict, write_json  #
 from cas_edu import data  # noqa: E402
 from cas_edu.models import build  # noqa: E402
 from cas_edu.presets import make_config  # noqa: E402
-from cas_edu.runtime import memory_format, resolve_device, uses_bf16  # noqa: E402
+from cas_edu.runtime import AMP_MODES, CHANNELS_LAST_MODES, memory_format, resolve_device, uses_bf16  # noqa: E402
 from cas_edu.training import train, training_loss  # noqa: E402
 
 CIFAR_TRAIN = 50_000
@@ -53,8 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--n", type=int, default=None, help="training images (default 50000 on CUDA, 512 otherwise)")
     parser.add_argument("--batch-sizes", default="512,128")
-    parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "off"))
-    parser.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"))
+    parser.add_argument("--amp", default="auto", choices=AMP_MODES)
+    parser.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST_MODES)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--cas", action="store_true", help="ResNet-18 with CAS modules (objective ce+cas)")
     parser.add_argument("--peak-tflops", type=float, default=790.0, help="dense peak of the floor (H100 bf16)")

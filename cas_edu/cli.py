@@ -153,9 +153,10 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     report = evaluate(model, x, y, eps, attacks=attacks, objective=args.objective, batch_size=args.batch_size,
                       seed=args.seed, progress=not args.json and sys.stderr.isatty())
-    output = Path(args.output) if args.output else Path(args.run) / "eval.json" if Path(args.run).is_dir() else None
-    if output is not None:
-        write_json(output, report.to_dict())
+    if args.output:
+        write_json(Path(args.output), report.to_dict())
+    elif Path(args.run).is_dir():
+        write_json(Path(args.run) / "eval.json", report.to_dict())
     print(report.to_json() if args.json else report.table())
     return 0
 
