@@ -1,7 +1,6 @@
 """DistributedDataParallel training on the CPU: gloo backend, two processes started by torchrun."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,8 +13,6 @@ from cas_edu import distributed
 from cas_edu.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAIN_ARGS = ["--dataset", "digits", "--model", "small_cnn", "--epochs", "2", "--batch-size", "64",
-              "--attack-steps", "2", "--device", "cpu", "--quiet", "--json"]
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
@@ -35,42 +32,110 @@ def test_a_single_process_group_changes_nothing():
     assert torch.equal(group.sum(batch), batch)
 
 
-def _train(out: Path, method: str, nproc: int) -> list[dict]:
+RECORDING_SCRIPT = '''
+import os, sys, torch
+from pathlib import Path
+from cas_edu import presets, training
+
+out, method = Path(sys.argv[1]), sys.argv[2]
+seen = {"x": [], "y": [], "lr": [], "writes": []}
+
+def record_batch(model, x, y, config, forward=None):  # the clean shard each training step starts from
+    seen["x"].append(x.detach().clone())
+    seen["y"].append(y.clone())
+    return train_loss(model, x, y, config, forward=forward)
+
+def record_lr(self, *args, **kwargs):
+    seen["lr"].append([group["lr"] for group in self.param_groups])
+    return sgd_step(self, *args, **kwargs)
+
+def spy(write):
+    def record_write(path, *args, **kwargs):
+        seen["writes"].append(Path(path).name)
+        return write(path, *args, **kwargs)
+    return record_write
+
+train_loss, sgd_step = training.training_loss, torch.optim.SGD.step
+training.training_loss, torch.optim.SGD.step = record_batch, record_lr
+training.save_checkpoint, training.write_json = spy(training.save_checkpoint), spy(training.write_json)
+config = presets.make_config("digits", method=method, cas=True, epochs=2, batch_size=64, attack_steps=2,
+                             device="cpu", val_examples=128)
+model, history = training.train(config, out_dir=out / "run", progress=False)
+for record in history:
+    record.pop("seconds")
+rank = int(os.environ.get("RANK", "0"))
+torch.save({**seen, "history": history, "parameters": {n: p.detach() for n, p in model.named_parameters()}},
+           out / f"rank{rank}.pt")
+'''
+
+
+def _record(out: Path, method: str, nproc: int) -> list[dict]:
+    """Train digits AT+CAS (or TRADES+CAS) for 2 epochs with ``nproc`` gloo processes; each rank's record."""
+    out.mkdir(parents=True)
+    script = out / "record.py"
+    script.write_text(RECORDING_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("WORLD_SIZE", None)
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
-                if nproc > 1 else [sys.executable, "-m"])
-    result = subprocess.run([*launcher, "cas_edu", "train", *TRAIN_ARGS, "--method", method, "--cas",
-                             "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+                if nproc > 1 else [sys.executable])
+    result = subprocess.run([*launcher, str(script), str(out), method], capture_output=True, text=True, env=env,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+    return [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(nproc)]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    return {(method, nproc): (root / f"{method}_{nproc}", _train(root / f"{method}_{nproc}", method, nproc))
-            for method in ["standard", "pgd_at"] for nproc in [1, 2]}
+    found = {(method, nproc): _record(root / f"{method}_{nproc}", method, nproc)
+             for method in ["pgd_at", "trades"] for nproc in [1, 2]}
+    found["pgd_at", 2, "again"] = _record(root / "pgd_at_2_again", "pgd_at", 2)
+    return root, found
 
 
-@pytest.mark.parametrize("method", ["standard", "pgd_at"])
-def test_two_gloo_processes_match_one_process(runs, method):
-    (_, single), (_, ddp) = runs[(method, 1)], runs[(method, 2)]
-    assert [r["epoch"] for r in ddp] == [1, 2]
-    for one, two in zip(single, ddp):
-        # same global batches and learning rates; each process normalises its half batch (no SyncBN on gloo)
-        assert two["lr"] == pytest.approx(one["lr"], rel=1e-6)
-        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=0.05)
-        assert two["train_accuracy"] == pytest.approx(one["train_accuracy"], abs=0.05)
-    assert ddp[-1]["val_natural_accuracy"] == pytest.approx(single[-1]["val_natural_accuracy"], abs=0.08)
+# BatchNorm makes a 2-process run differ from the 1-process run: gloo has no synchronised BatchNorm, so
+# each process normalises its half batch. The resulting losses differ by an amount that depends on the
+# machine's floating-point details (two epochs of adversarial training amplify them), so they are not
+# compared; what DDP guarantees is checked exactly instead.
+@pytest.mark.parametrize("method", ["pgd_at", "trades"])
+def test_two_processes_split_the_same_global_batches_with_the_same_learning_rates(runs, method):
+    _, found = runs
+    (single,), ranks = found[method, 1], found[method, 2]
+    assert len(single["x"]) == len(ranks[0]["x"]) == len(ranks[1]["x"]) > 0
+    for step, (x, y) in enumerate(zip(single["x"], single["y"])):
+        for rank, record in enumerate(ranks):  # rank r holds examples r, r + 2, r + 4, ... of the global batch
+            assert torch.equal(record["x"][step], x[rank::2]), f"step {step}, rank {rank}"
+            assert torch.equal(record["y"][step], y[rank::2]), f"step {step}, rank {rank}"
+    assert ranks[0]["lr"] == ranks[1]["lr"] == single["lr"]
 
 
-def test_rank_zero_writes_one_run_folder_that_loads(runs):
-    folder, history = runs[("pgd_at", 2)]
+@pytest.mark.parametrize("method", ["pgd_at", "trades"])
+def test_both_processes_end_with_identical_weights(runs, method):
+    _, found = runs
+    first, second = found[method, 2]
+    assert first["parameters"].keys() == second["parameters"].keys()
+    for name, value in first["parameters"].items():
+        assert torch.equal(value, second["parameters"][name]), name
+
+
+def test_rank_zero_alone_writes_one_run_folder_that_loads(runs):
+    root, found = runs
+    first, second = found["pgd_at", 2]
+    assert second["writes"] == [] and set(first["writes"]) == {"best.pt", "checkpoint.pt", "history.json"}
+    folder = root / "pgd_at_2" / "run"
     assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "checkpoint.pt", "history.json"]
     payload = read_checkpoint(folder / "checkpoint.pt")
-    assert payload["epoch"] == 2 and payload["history"] == history
-    assert all(r["val_robust_accuracy"] is not None for r in history)
+    assert payload["epoch"] == 2 and [r["val_robust_accuracy"] for r in payload["history"]] == [
+        r["val_robust_accuracy"] for r in first["history"]]
+    assert all(r["val_robust_accuracy"] is not None for r in first["history"])
+
+
+def test_the_same_seed_gives_the_same_two_process_run_twice(runs):
+    _, found = runs
+    for once, again in zip(found["pgd_at", 2], found["pgd_at", 2, "again"]):
+        assert once["history"] == again["history"]
+        for name, value in once["parameters"].items():
+            assert torch.equal(value, again["parameters"][name]), name
 
 
 GRADIENT_SCRIPT = '''
