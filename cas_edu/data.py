@@ -8,7 +8,8 @@ Every loader returns a :class:`Dataset` holding three :class:`Split` objects who
 Known names (case-insensitive; ``-`` and ``_`` are interchangeable):
 
 * ``digits`` -- scikit-learn's 1,797 real 8x8 digit images; needs no files. A fixed seeded,
-  stratified 20 % test split (independent of ``seed``), then ``val_fraction`` of the rest as val.
+  stratified 20 % test split (independent of ``seed``), then ``val_fraction`` of the rest as val
+  (``val_fraction=0``: an empty val split, the whole rest trains).
 * ``mnist``, ``fashion_mnist``, ``cifar10``, ``svhn`` -- via ``torchvision.datasets``; test split is
   torchvision's test split. MNIST / Fashion-MNIST folders that hold only the ``.gz`` raw files are
   decompressed (pure Python, no network) next to them, or into the cache root
@@ -159,7 +160,10 @@ def _make_dataset(
     val_fraction: float,
     seed: int,
 ) -> Dataset:
-    train_idx, val_idx = _stratified_split(y_train, val_fraction, seed)
+    if val_fraction == 0:  # no validation split: train on everything (like the official scripts)
+        train_idx, val_idx = torch.arange(int(y_train.shape[0])), torch.zeros(0, dtype=torch.int64)
+    else:
+        train_idx, val_idx = _stratified_split(y_train, val_fraction, seed)
     return Dataset(
         name=name,
         train=_take(x_train, y_train, train_idx),
@@ -459,9 +463,15 @@ def load(
     val_fraction: float = 0.1,
     seed: int = 0,
 ) -> Dataset:
-    """Load dataset ``name`` (see DATASETS, or ``npz:PATH``) as float [0,1] N x C x H x W train/val/test splits."""
-    if not isinstance(val_fraction, (int, float)) or not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction!r}")
+    """Load dataset ``name`` (see DATASETS, or ``npz:PATH``) as float [0,1] N x C x H x W train/val/test splits.
+
+    ``val_fraction`` of the training data (class-stratified, seeded by ``seed``) becomes the val split;
+    with ``val_fraction=0`` the val split is empty (0 examples) and train keeps every training image.
+    Raises ``ValueError`` for a fraction outside [0, 1) or an unknown name, ``FileNotFoundError`` for missing data.
+    """
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1) (0: no validation split, the whole training set "
+                         f"trains), got {val_fraction!r}")
     val_fraction = float(val_fraction)
     raw_name = str(name).strip()
     if raw_name.lower().startswith("npz:"):

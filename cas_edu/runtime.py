@@ -29,8 +29,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-#: ``amp``: bf16 autocast on CUDA only ("auto"), everywhere ("bf16"), never ("off").
+#: ``amp``: bf16 autocast never ("off", the default: fp32 as the official code), everywhere ("bf16"), on
+#: CUDA only ("auto"). bf16 is asked for, never implied: it changes the training attack (README, "GPU training").
 AMP_MODES = ("auto", "bf16", "off")
+DEFAULT_AMP = "off"
 #: ``channels_last``: on CUDA only ("auto"), always ("on"), never ("off").
 CHANNELS_LAST_MODES = ("auto", "on", "off")
 

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import attacks, data, distributed
-from .cas import auxiliary_loss
+from .cas import DEFAULT_CAS_BETA, auxiliary_loss
 from .checkpoint import model_spec, read_checkpoint, save_checkpoint, write_json
 from .models import CASClassifier, ModelOutput, build
 from .presets import TrainConfig, validate_config
@@ -46,46 +46,134 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int =
     return torch.where(flips[:, None, None, None], cropped.flip(3), cropped)
 
 
-def _kl_per_example(adv_logits: torch.Tensor, natural_logits: torch.Tensor) -> torch.Tensor:
-    return F.kl_div(adv_logits.log_softmax(dim=1), natural_logits.softmax(dim=1), reduction="none").sum(dim=1)
+def _full(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in at least float32 (bf16 autocast outputs are widened before softmax and losses)."""
+    return logits.float() if logits.dtype in (torch.bfloat16, torch.float16) else logits
 
 
-def mart_loss(adv_logits: torch.Tensor, natural_logits: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
-    """MART (Wang et al., 2020): boosted CE on adversarial examples plus a KL term weighted by 1 − p_y(x)."""
-    adv_probs = adv_logits.softmax(dim=1)
-    top2 = adv_probs.argsort(dim=1)[:, -2:]
-    runner_up = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
-    boosted_ce = F.cross_entropy(adv_logits, y) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), runner_up)
-    true_probs = natural_logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1)
-    robust = (_kl_per_example(adv_logits, natural_logits) * (1.0000001 - true_probs)).mean()
-    return boosted_ce + beta * robust
+def kl_per_example(natural_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p(x) ‖ p(x′)) per example (shape N) from N×K logits (bf16 widened to float32).
+
+    Computed from log-probabilities (``log_target=True``) so that a natural probability that underflows
+    to 0 (logit gaps beyond ~104 in float32) contributes 0 with a finite gradient; the usual
+    ``kl_div(log q, p)`` form gives NaN gradients there.
+    """
+    return F.kl_div(_full(adv_logits).log_softmax(dim=1), _full(natural_logits).log_softmax(dim=1),
+                    reduction="none", log_target=True).sum(dim=1)
+
+
+def _mean_over_heads(terms: list[torch.Tensor]) -> torch.Tensor | float:
+    """The mean of per-head scalars (the official ``/ len(extra_outputs)``); 0 without CAS heads."""
+    return torch.stack(terms).mean() if terms else 0.0
+
+
+def _check_heads(adv_aux: list[torch.Tensor], natural_aux: list[torch.Tensor]) -> None:
+    if len(adv_aux) != len(natural_aux):
+        raise ValueError(f"got {len(adv_aux)} adversarial and {len(natural_aux)} natural auxiliary logits; "
+                         "pass one per CAS module for both inputs.")
+
+
+def trades_loss(adv_logits: torch.Tensor, natural_logits: torch.Tensor, y: torch.Tensor, beta: float,
+                adv_aux: list[torch.Tensor] = (), natural_aux: list[torch.Tensor] = (),
+                cas_beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
+    r"""TRADES (Zhang et al., 2019) + CAS exactly as the official ``Trades/trades_reg.py`` computes it:
+
+    :math:`[CE(f(x), y) + β_c · mean_s CE(aux_s(x), y)] + β · [(1/B) KL(p(x) ‖ p(x′))
+    + β_c · mean_s (1/B) KL(p_{aux_s}(x) ‖ p_{aux_s}(x′))]`.
+
+    Logits are N×K (main and every auxiliary head), natural ones from x and adversarial ones from x′,
+    all from train-mode forwards with true-label masks; ``beta`` is TRADES' 1/λ, ``cas_beta`` CAS' β.
+    Without auxiliary heads this is plain TRADES. Gradients flow through both the natural and the
+    adversarial logits, as in the official code. Returns a scalar.
+    """
+    _check_heads(adv_aux, natural_aux)
+    natural = F.cross_entropy(_full(natural_logits), y) + cas_beta * _mean_over_heads(
+        [F.cross_entropy(_full(a), y) for a in natural_aux])
+    robust = kl_per_example(natural_logits, adv_logits).mean() + cas_beta * _mean_over_heads(
+        [kl_per_example(n, a).mean() for a, n in zip(adv_aux, natural_aux)])
+    return natural + beta * robust
+
+
+def boosted_cross_entropy(adv_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MART's boosted CE (Wang et al., 2020): CE(p(x′), y) − log(1.0001 − p_r(x′)), r the most likely wrong
+    class, batch mean (``MART/mart_reg.py``); finite with finite gradients for any finite N×K logits."""
+    logits = _full(adv_logits)
+    probs = logits.softmax(dim=1)
+    wrong = probs.masked_fill(F.one_hot(y, probs.shape[1]).bool(), -1.0)
+    runner_up = wrong.max(dim=1).values
+    return F.cross_entropy(logits, y) - torch.log(1.0001 - runner_up + 1e-12).mean()
+
+
+def mart_loss(adv_logits: torch.Tensor, natural_logits: torch.Tensor, y: torch.Tensor, beta: float,
+              adv_aux: list[torch.Tensor] = (), natural_aux: list[torch.Tensor] = (),
+              cas_beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
+    r"""MART (Wang et al., 2020) + CAS exactly as the official ``MART/mart_reg.py`` computes it:
+
+    :math:`[BCE(f(x′), y) + β_c · mean_s BCE(aux_s(x′), y)] + β · [(1/B) Σ KL(p(x) ‖ p(x′)) · (1 − p_y(x))
+    + β_c · mean_s (1/B) Σ KL(p_{aux_s}(x) ‖ p_{aux_s}(x′)) · (1 − p_y(x))]`
+
+    with BCE the boosted CE (:func:`boosted_cross_entropy`) and p_y(x) the *main* head's natural
+    probability of the true class in every term, auxiliary ones included (a quirk of the official code,
+    kept); the official 1.0000001 − p_y is used for 1 − p_y. Logits are N×K from train-mode forwards
+    with true-label masks. Without auxiliary heads this is plain MART. Returns a scalar.
+    """
+    _check_heads(adv_aux, natural_aux)
+    true_prob = _full(natural_logits).softmax(dim=1).gather(1, y[:, None]).squeeze(1)
+    weight = 1.0000001 - true_prob
+
+    def robust(natural: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
+        return (kl_per_example(natural, adversarial) * weight).mean()
+
+    adversarial = boosted_cross_entropy(adv_logits, y) + cas_beta * _mean_over_heads(
+        [boosted_cross_entropy(a, y) for a in adv_aux])
+    regulariser = robust(natural_logits, adv_logits) + cas_beta * _mean_over_heads(
+        [robust(n, a) for a, n in zip(adv_aux, natural_aux)])
+    return adversarial + beta * regulariser
+
+
+def training_attack(model: CASClassifier, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """The method's training adversarial examples x′ (model in eval mode, adaptive objective with CAS):
+    PGD-AT — PGD on CE(main) + β_c · mean CE(aux) from a uniform start (``Standard_Adv_Training/train.py``);
+    MART — the same objective from x + 0.001·N(0, 1) (``MART/mart_reg.py``); TRADES — the KL attack
+    (``Trades/trades_reg.py``); standard training returns ``x`` unchanged."""
+    objective = "ce+cas" if model.has_cas else "ce"
+    if config.method in ("pgd_at", "mart"):
+        return attacks.pgd(model, x, y, config.eps, config.step_size, config.attack_steps,
+                           random_start="uniform" if config.method == "pgd_at" else "normal",
+                           objective=objective, beta=config.cas_beta)
+    if config.method == "trades":
+        return attacks.trades_kl_attack(model, x, config.eps, config.step_size, config.attack_steps,
+                                        objective=objective, beta=config.cas_beta)
+    return x
+
+
+def method_loss(model: CASClassifier, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                forward: Callable[..., ModelOutput] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The method's training loss on natural ``x`` and adversarial ``x_adv`` (N×C×H×W, labels ``y``), with the
+    model in train mode and true-label CAS masks; returns ``(loss, logits)``, the logits those of the input the
+    method trains on (x′; x for standard training). Standard / PGD-AT: CE(main) + β_c · mean_s CE(aux_s)
+    on x resp. x′ (``Standard_Adv_Training/train.py``); TRADES: :func:`trades_loss`; MART: :func:`mart_loss`.
+    ``forward`` (default ``model.forward_details``) is the training forward, e.g. through DDP."""
+    forward = forward or model.forward_details
+    model.train()
+    if config.method in ("standard", "pgd_at"):
+        out = forward(x_adv if config.method == "pgd_at" else x, y)
+        return F.cross_entropy(_full(out.logits), y) + auxiliary_loss([_full(a) for a in out.aux_logits], y,
+                                                                         config.cas_beta), out.logits
+    natural = forward(x, y)  # the official scripts forward x first, then x′ (BatchNorm statistics in that order)
+    adversarial = forward(x_adv, y)
+    loss_fn = trades_loss if config.method == "trades" else mart_loss
+    loss = loss_fn(adversarial.logits, natural.logits, y, config.method_beta, adversarial.aux_logits,
+                   natural.aux_logits, config.cas_beta)
+    return loss, adversarial.logits
 
 
 def training_loss(model: CASClassifier, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
                   forward: Callable[..., ModelOutput] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Craft the method's adversarial examples (model in eval mode), then return ``(loss, main logits)`` in
-    train mode; ``forward`` (default ``model.forward_details``) is the training forward, e.g. through DDP."""
-    forward = forward or model.forward_details
-    objective = "ce+cas" if model.has_cas else "ce"
-    if config.method == "pgd_at" or config.method == "mart":
-        x_attack = attacks.pgd(model, x, y, config.eps, config.step_size, config.attack_steps, objective=objective,
-                               beta=config.cas_beta)
-    elif config.method == "trades":
-        x_attack = attacks.trades_kl_attack(model, x, config.eps, config.step_size, config.attack_steps,
-                                            objective=objective, beta=config.cas_beta)
-    else:
-        x_attack = x
-    model.train()
-    if config.method in ("standard", "pgd_at"):
-        out = forward(x_attack, y)
-        return F.cross_entropy(out.logits, y) + auxiliary_loss(out.aux_logits, y, config.cas_beta), out.logits
-    natural = forward(x, y)
-    adversarial = forward(x_attack, y)
-    if config.method == "trades":
-        loss = F.cross_entropy(natural.logits, y) + config.method_beta * _kl_per_example(adversarial.logits, natural.logits).mean()
-    else:
-        loss = mart_loss(adversarial.logits, natural.logits, y, config.method_beta)
-    return loss + auxiliary_loss(adversarial.aux_logits, y, config.cas_beta), adversarial.logits
+    """Craft the method's adversarial examples (:func:`training_attack`, model in eval mode), then return
+    :func:`method_loss`'s ``(loss, logits)`` in train mode; ``forward`` is the training forward, e.g. through DDP."""
+    x_attack = training_attack(model, x, y, config)
+    return method_loss(model, x, x_attack, y, config, forward=forward)
 
 
 @torch.no_grad()
@@ -146,11 +234,32 @@ def compile_blocks(model: CASClassifier) -> None:
             module.compile()
 
 
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """SGD parameter groups: weight decay ``config.weight_decay`` on every parameter when
+    ``config.decay_1d_params`` (as ``model.parameters()`` in all three official training scripts), else on the
+    ≥2-D weights only, with 1-D parameters (biases, BatchNorm weights) in a second group without decay."""
+    if config.decay_1d_params:
+        return [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
+    decay = [p for p in model.parameters() if p.dim() != 1]
+    no_decay = [p for p in model.parameters() if p.dim() == 1]
+    return [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def selection_rule(has_val: bool, config: TrainConfig) -> str:
+    """How ``best.pt`` is chosen, in words (recorded in ``history.json``)."""
+    if not has_val:
+        return "last epoch (no validation split, e.g. val_fraction 0)"
+    return ("best validation accuracy (natural)" if config.method == "standard"
+            else f"best validation robust accuracy (PGD-{config.val_attack_steps})")
+
+
 def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
           progress: bool | None = None, dataset: data.Dataset | None = None,
           on_epoch_end: Callable[[dict], None] | None = None) -> tuple[CASClassifier, list[dict]]:
     """Train a model as ``config`` says; with ``out_dir``, write ``checkpoint.pt`` (every epoch, atomically),
-    ``best.pt`` (best robust validation accuracy) and ``history.json``. Returns ``(model, history)``.
+    ``best.pt`` (best robust validation accuracy; the last epoch when the dataset has no validation split,
+    ``config.val_fraction == 0``, whose history then has ``None`` validation fields) and ``history.json``
+    (with ``best_pt``: how best.pt is chosen). Returns ``(model, history)``.
 
     Launched by ``torchrun`` with several processes, it trains with DistributedDataParallel: the same
     global batches as one process, split across ranks; rank 0 validates and writes the run folder.
@@ -176,7 +285,8 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
            dataset: data.Dataset | None, on_epoch_end: Callable[[dict], None] | None,
            group: distributed.Group, device: torch.device) -> tuple[CASClassifier, list[dict]]:
     seed_everything(config.seed)
-    dataset = dataset if dataset is not None else data.load(config.dataset, root=config.data_root)
+    dataset = dataset if dataset is not None else data.load(config.dataset, root=config.data_root,
+                                                           val_fraction=config.val_fraction)
     if group.is_distributed and config.batch_size < group.world_size:
         raise ValueError(f"batch_size {config.batch_size} is smaller than the {group.world_size} processes; "
                          "use a global batch of at least one example per process.")
@@ -190,11 +300,7 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
     if config.compile:
         compile_blocks(model)
     forward = distributed.training_forward(model, group, device)
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        (no_decay if parameter.dim() == 1 else decay).append(parameter)
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, momentum=config.momentum)
+    optimizer = torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=config.momentum)
     steps_per_epoch = math.ceil(len(dataset.train) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(config, step / steps_per_epoch))
@@ -210,6 +316,7 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
 
     x_train, y_train = dataset.train.x.to(device), dataset.train.y.to(device)
     x_val, y_val = dataset.val.x[:config.val_examples], dataset.val.y[:config.val_examples]
+    has_val = len(y_val) > 0  # without a validation split (val_fraction 0) best.pt is the last epoch
     spec = model_spec(config.model, len(dataset.classes), dataset.input_shape[0], model)
     show = _show_progress(progress) and group.is_main
     for epoch in tqdm(range(start_epoch, config.epochs), desc=f"{config.method}{'+cas' if config.cas else ''}",
@@ -241,7 +348,7 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
             raise NonFiniteLossError(
                 f"loss became {loss_sum / seen} at epoch {epoch + 1} (the last good checkpoint is intact); "
                 "start a fresh run with a lower --lr or a smaller --batch-size.")
-        validate = group.is_main
+        validate = group.is_main and has_val
         record = {
             "epoch": epoch + 1,
             "lr": lr_used,
@@ -256,15 +363,16 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
         score = record["val_robust_accuracy"] if record["val_robust_accuracy"] is not None else record["val_natural_accuracy"]
         if out_dir is not None and group.is_main:
             weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            if score > best_robust:
-                best_robust = score
+            if not has_val or score > best_robust:
+                best_robust = score if has_val else best_robust
                 save_checkpoint(out_dir / "best.pt", {"config": config.to_dict(), "model_spec": spec,
                                                      "model_state": weights, "epoch": epoch + 1})
             save_checkpoint(out_dir / "checkpoint.pt", {
                 "config": config.to_dict(), "model_spec": spec, "model_state": weights,
                 "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
                 "epoch": epoch + 1, "best_robust": best_robust, "history": history, "rng": _rng_state(generator)})
-            write_json(out_dir / "history.json", {"config": config.to_dict(), "history": history})
+            write_json(out_dir / "history.json", {"config": config.to_dict(), "best_pt": selection_rule(has_val, config),
+                                                  "history": history})
         if on_epoch_end is not None:
             on_epoch_end(record)
     model.eval()

@@ -110,10 +110,20 @@ def test_split_indices_disjoint_and_complete() -> None:
     assert not torch.equal(a, data._stratified_split(y, 0.25, 1)[1])
 
 
-@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+@pytest.mark.parametrize("fraction", [1.0, -0.1, 1.5, True])
 def test_bad_val_fraction(fraction: float) -> None:
     with pytest.raises(ValueError, match="val_fraction"):
         load("digits", val_fraction=fraction)
+
+
+def test_val_fraction_zero_trains_on_the_whole_training_set() -> None:
+    """``--val-fraction 0`` (like the official scripts): every training image trains, the val split is empty."""
+    everything, split = load("digits", val_fraction=0), load("digits", val_fraction=0.1)
+    assert len(everything.val) == 0 and everything.val.x.shape == (0, *split.input_shape)
+    assert len(everything.train) == len(split.train) + len(split.val)
+    assert torch.equal(everything.test.x, split.test.x)
+    merged = torch.cat([split.train.x, split.val.x]).flatten(1)
+    assert sorted(map(tuple, merged.tolist())) == sorted(map(tuple, everything.train.x.flatten(1).tolist()))
 
 
 def test_val_fraction_respected() -> None:

@@ -38,7 +38,7 @@ def test_cuda_epoch_uses_bf16_channels_last_and_cudnn_benchmark(cifar_shaped, mo
         return real_loss(model, x, *args, **kwargs)
 
     monkeypatch.setattr(training, "training_loss", recording_loss)
-    model, history = train(config(), dataset=cifar_shaped, progress=False)
+    model, history = train(config(amp="bf16"), dataset=cifar_shaped, progress=False)  # fp32 unless asked
     assert seen and all(s == (True, True, "cuda") for s in seen)
     assert torch.backends.cudnn.benchmark
     assert next(model.parameters()).device.type == "cuda"

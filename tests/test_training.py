@@ -2,6 +2,7 @@
 non-finite losses, seeding and bit-identical resumption (in-process and after a real SIGKILL)."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -14,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cas_edu import data, training
+from cas_edu import attacks, data, training
 from cas_edu.checkpoint import read_checkpoint
 from cas_edu.presets import OFFICIAL, make_config
 from cas_edu.training import NonFiniteLossError, learning_rate_factor, mart_loss, random_crop_flip, train
@@ -398,3 +399,126 @@ def test_cli_run_killed_with_sigkill_resumes_to_identical_weights(tmp_path):
     assert final_ref["epoch"] == final_run["epoch"] == 4
     assert_states_equal(final_ref["model_state"], final_run["model_state"])
     assert without_seconds(final_ref["history"]) == without_seconds(final_run["history"])
+
+
+# --------------------------------------------------------------------------- the paper preset as the official recipe
+
+
+def _recorded_weight_decay(digits, monkeypatch, **overrides) -> tuple[dict[int, float], dict[int, int]]:
+    """{id(parameter): weight decay} from the optimizer's groups at its first step, and {id(parameter): dim}."""
+    seen: dict[int, float] = {}
+    real_step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        if not seen:
+            seen.update({id(p): g["weight_decay"] for g in self.param_groups for p in g["params"]})
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    model, _ = train(tiny_config("standard", cas=True, **overrides), dataset=subset(digits, 64, 8), progress=False)
+    return {id(p): seen[id(p)] for p in model.parameters()}, p_dims(model)
+
+
+def p_dims(model: torch.nn.Module) -> dict[int, int]:
+    return {id(p): p.dim() for p in model.parameters()}
+
+
+def test_paper_preset_decays_every_parameter_like_the_official_scripts(digits, monkeypatch):
+    """All three official scripts pass model.parameters() to SGD with weight_decay: BatchNorm and biases too."""
+    config = make_config("digits", method="trades", preset="paper")
+    assert config.decay_1d_params is True and config.to_dict()["decay_1d_params"] is True
+    decay, dims = _recorded_weight_decay(digits, monkeypatch, preset="paper", epochs=1, lr_drops={})
+    assert 1 in dims.values() and all(d == OFFICIAL["standard"]["weight_decay"] for d in decay.values())
+
+
+def test_fast_preset_exempts_one_dimensional_parameters_from_weight_decay(digits, monkeypatch):
+    assert make_config("digits").decay_1d_params is False
+    decay, dims = _recorded_weight_decay(digits, monkeypatch)
+    assert {decay[i] for i, d in dims.items() if d == 1} == {0.0}
+    assert {decay[i] for i, d in dims.items() if d > 1} == {make_config("digits", method="standard").weight_decay}
+
+
+def test_training_runs_in_fp32_unless_bf16_is_asked_for(monkeypatch):
+    from cas_edu import cli
+    from cas_edu.runtime import uses_bf16
+
+    for preset in ("paper", "fast"):
+        config = make_config("cifar10", model="resnet18", method="pgd_at", cas=True, preset=preset)
+        assert config.amp == "off" and not uses_bf16(config.amp, torch.device("cuda"))
+    args = cli.build_parser().parse_args(["train", "--out", "x"])
+    assert args.amp == "off"
+    assert make_config("digits", amp="bf16").amp == "bf16"
+
+
+def test_train_without_a_validation_split_keeps_the_last_epoch(digits, tmp_path):
+    """val_fraction 0 (the official scripts' 50,000 training images): no validation, best.pt = last epoch."""
+    everything = data.load("digits", val_fraction=0)
+    small = data.Dataset(everything.name, data.Split(everything.train.x[:64], everything.train.y[:64]),
+                         everything.val, everything.test, everything.classes)
+    config = tiny_config("pgd_at", epochs=2, val_fraction=0.0)
+    _, history = train(config, out_dir=tmp_path, dataset=small, progress=False)
+    assert [(r["val_natural_accuracy"], r["val_robust_accuracy"]) for r in history] == [(None, None)] * 2
+    assert_states_equal(read_checkpoint(tmp_path / "best.pt")["model_state"],
+                        read_checkpoint(tmp_path / "checkpoint.pt")["model_state"])
+    assert read_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["best_pt"].startswith("last epoch") and saved["config"]["val_fraction"] == 0.0
+    _, resumed = train(config, out_dir=tmp_path, resume=True, progress=False)  # resumes with the saved config
+    assert without_seconds(resumed) == without_seconds(history)
+
+
+def test_cli_val_fraction_zero_trains_on_every_training_image(tmp_path, capsys):
+    from cas_edu import cli
+
+    code = cli.main(["train", "--out", str(tmp_path / "all"), "--method", "standard", "--epochs", "1", "--quiet",
+                     "--device", "cpu", "--val-fraction", "0"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "no validation split" in out and "best.pt is the last epoch" in out
+    saved = json.loads((tmp_path / "all" / "history.json").read_text())
+    assert saved["config"]["val_fraction"] == 0.0 and saved["history"][0]["val_natural_accuracy"] is None
+    assert cli.main(["train", "--out", str(tmp_path / "bad"), "--val-fraction", "1"]) == 2
+    assert "val_fraction" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0])
+def test_a_val_fraction_outside_zero_to_one_is_refused(fraction):
+    with pytest.raises(ValueError, match="val_fraction"):
+        make_config("digits", val_fraction=fraction)
+
+
+# --------------------------------------------------------------------------- PGD starting points
+
+
+class _FlatModel(torch.nn.Module):
+    """Logits with a zero input gradient: PGD's steps are sign(0) = 0, so x_adv is the starting point."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(x), 10) + 0.0 * x.flatten(1)[:, :1]
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_normal_start_is_x_plus_a_thousandth_of_gaussian_noise(norm):
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.98 + 0.01
+    y = torch.zeros(64, dtype=torch.long)
+    torch.manual_seed(5)
+    x_adv = attacks.pgd(_FlatModel(), x, y, 0.1, step_size=0.01, steps=2, random_start="normal", norm=norm)
+    torch.manual_seed(5)
+    expected = (x + 0.001 * torch.randn_like(x)).clamp(0, 1)  # ‖noise‖ ≪ ε: no projection on the ball
+    torch.testing.assert_close(x_adv, expected, rtol=0, atol=1e-7)
+    torch.manual_seed(5)
+    uniform = attacks.pgd(_FlatModel(), x, y, 0.1, step_size=0.01, steps=2, random_start="uniform", norm=norm)
+    assert (uniform - x).abs().max() > 0.01 > (x_adv - x).abs().max()
+
+
+def test_pgd_random_start_keeps_its_boolean_meaning():
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.zeros(16, dtype=torch.long)
+    runs = {}
+    for start in (True, "uniform", False, "none"):
+        torch.manual_seed(3)
+        runs[start] = attacks.pgd(_FlatModel(), x, y, 0.1, steps=1, random_start=start)
+    assert torch.equal(runs[True], runs["uniform"]) and (runs[True] - x).abs().max() > 0.05
+    assert torch.equal(runs[False], x) and torch.equal(runs["none"], x)
+    with pytest.raises(ValueError, match="random_start"):
+        attacks.pgd(_FlatModel(), x, y, 0.1, random_start="gaussian")
