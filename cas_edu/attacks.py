@@ -5,6 +5,13 @@ Every attack takes ``(model, x, y, eps, ...)`` and returns adversarial images wi
 frozen, CAS masks from the auxiliary predictions) and its mode is restored afterwards; only
 input gradients are computed. ``objective="ce"`` attacks the main head alone;
 ``objective="ce+cas"`` adds β · mean CE of the auxiliary CAS heads, the official adaptive attack.
+Models may be wrapped (``nn.Sequential``, DDP, ``torch.compile``): the auxiliary logits are then
+collected with forward hooks on the CAS modules that :func:`cas_edu.cas.find_cas_modules` finds.
+
+:func:`straight_through_pgd` is the attack built for CAS: PGD with restarts through the
+straight-through (BPDA) backward pass of :func:`cas_edu.cas.straight_through`, which lets the
+gradient see the mask choice ``W[argmax aux]``; :func:`autoattack` runs pyautoattack, optionally
+through the same straight-through model.
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cas as cas_lib
 from .cas import DEFAULT_CAS_BETA
 
 OBJECTIVES = ("ce", "ce+cas")
@@ -33,8 +41,31 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def has_cas(model: nn.Module) -> bool:
-    """Whether ``model`` carries CAS modules (and so exposes auxiliary logits)."""
-    return bool(getattr(model, "has_cas", False))
+    """Whether ``model`` carries CAS modules, also inside wrappers (see :func:`cas_edu.cas.find_cas_modules`)."""
+    if not isinstance(model, nn.Module):
+        return bool(getattr(model, "has_cas", False))
+    return bool(cas_lib.find_cas_modules(model))
+
+
+def forward_with_aux(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Main logits (N×K) and the auxiliary logits of every CAS module (a list of N×K, in forward order).
+
+    Uses ``model.forward_details`` when the model has one (our classifiers); otherwise, e.g. for
+    ``nn.Sequential(preprocess, model)``, DDP or ``torch.compile`` wrappers, one plain ``model(x)``
+    call with forward hooks on the CAS modules found inside it. The list is empty without CAS modules.
+    """
+    if callable(getattr(model, "forward_details", None)):
+        details = model.forward_details(x)
+        return details.logits, list(details.aux_logits)
+    modules = cas_lib.find_cas_modules(model)
+    aux: list[torch.Tensor] = []
+    handles = [m.register_forward_hook(lambda _m, _inputs, output: aux.append(output[1])) for m in modules]
+    try:
+        logits = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, aux
 
 
 def validate_attack_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float,
@@ -56,8 +87,14 @@ def validate_attack_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | 
         raise ValueError("objective 'ce+cas' needs a model with CAS modules; use objective='ce' for this model.")
 
 
-def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 50.0) -> torch.Tensor:
-    """Per-example CW margin: best wrong logit minus the true logit, capped at ``kappa``."""
+def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
+    r"""Per-example CW margin (N,): best wrong logit minus the true logit, capped at ``kappa``.
+
+    With the default ``kappa = 0`` this is :math:`-\mathrm{ReLU}(z_y - \max_{j \ne y} z_j)`, the loss of the
+    official ``_cw_whitebox`` (Trades/pgd_attack_cifar10_cas.py, github.com/bymavis/CAS_ICLR2021): it
+    stops pushing an example once it is misclassified. (The official code sums the logits over the batch
+    before the ReLU; we keep the cap per example.) ``logits`` is N×K, ``y`` holds N labels in [0, K).
+    """
     true_logit = logits.gather(1, y[:, None]).squeeze(1)
     wrong_logit = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
     return (wrong_logit - true_logit).clamp(max=kappa)
@@ -65,17 +102,26 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 50.0) -> t
 
 def attack_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: str = "ce",
                      loss: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
-    """The summed per-example loss an attack ascends: main loss, plus β · mean aux CE for ``ce+cas``."""
+    r"""The summed loss an attack ascends (a scalar): the main head's loss, plus for ``ce+cas``
+    β · the mean over the S auxiliary heads of the same loss.
+
+    ``loss="ce"``: :math:`\sum_i [CE(z_i, y_i) + \beta/S \sum_s CE(a_{s,i}, y_i)]`, the official adaptive PGD.
+    ``loss="margin"`` (CW∞): :math:`\sum_i [m(z_i, y_i) + \beta/S \sum_s m(a_{s,i}, y_i)]` with
+    :func:`margin_loss`'s :math:`m = -\mathrm{ReLU}(z_y - \max_{j\ne y} z_j)`, as the official ``_cw_whitebox``.
+    Works on wrapped models (see :func:`forward_with_aux`).
+    """
     if objective == "ce":
         logits, aux = model(x), []
     else:
-        details = model.forward_details(x)
-        logits, aux = details.logits, details.aux_logits
+        logits, aux = forward_with_aux(model, x)
+        if not aux:
+            raise ValueError("objective 'ce+cas' needs a model with CAS modules; use objective='ce' for this model.")
+    per_loss = (lambda z: F.cross_entropy(z, y, reduction="none")) if loss == "ce" else (lambda z: margin_loss(z, y))
     if loss == "ce" and not aux:
         return F.cross_entropy(logits, y, reduction="sum")
-    main = F.cross_entropy(logits, y, reduction="none") if loss == "ce" else margin_loss(logits, y)
+    main = per_loss(logits)
     if aux:
-        main = main + beta * torch.stack([F.cross_entropy(a, y, reduction="none") for a in aux]).mean(dim=0)
+        main = main + beta * torch.stack([per_loss(a) for a in aux]).mean(dim=0)
     return main.sum()
 
 
@@ -170,10 +216,31 @@ def _exact_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.where(over.view(shape), x, x_adv)
 
 
+#: Starting points of :func:`pgd`: ``"uniform"`` in the ε-ball (``random_start=True``), ``"normal"``
+#: x + 0.001·N(0, 1) (the official MART and TRADES training attacks), ``"none"`` x itself (``False``).
+RANDOM_STARTS = ("uniform", "normal", "none")
+
+
+def _start_kind(random_start: bool | str | None) -> str:
+    """``random_start`` as one of :data:`RANDOM_STARTS` (``True`` → uniform, ``False``/``None`` → none)."""
+    if not isinstance(random_start, str):
+        return "uniform" if random_start else "none"
+    if random_start in RANDOM_STARTS:
+        return random_start
+    raise ValueError(f"Unknown random_start {random_start!r}; use True/False or one of {', '.join(RANDOM_STARTS)}.")
+
+
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float | None = None,
-        steps: int = 10, random_start: bool = True, objective: str = "ce", beta: float = DEFAULT_CAS_BETA,
+        steps: int = 10, random_start: bool | str = True, objective: str = "ce", beta: float = DEFAULT_CAS_BETA,
         norm: str = "linf", loss: str = "ce") -> torch.Tensor:
-    """Projected gradient ascent on the chosen loss; ``step_size`` defaults to 2.5·ε/steps."""
+    """Projected gradient ascent on the chosen loss; ``step_size`` defaults to 2.5·ε/steps.
+
+    ``random_start``: ``True``/``"uniform"`` starts uniformly in the ε-ball (L∞) or ball (L2);
+    ``"normal"`` starts at x + 0.001·N(0, 1) projected onto the ball ∩ [0, 1], as the official
+    MART+CAS training attack does (MART/mart_reg.py); ``False``/``"none"`` starts at x.
+    Raises ``ValueError`` for any other value.
+    """
+    start = _start_kind(random_start)
     validate_attack_inputs(model, x, y, eps, objective, norm)
     if y is None:
         raise ValueError("This attack needs the true labels y (an integer tensor of shape (N,)).")
@@ -188,7 +255,14 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
     x = x.detach()
     low, high = _linf_bounds(x, eps) if norm == "linf" else (None, None)
     with eval_mode(model):
-        x_adv = _random_start(x, eps, norm) if random_start and eps > 0 else x.clone()
+        if start == "none" or eps == 0:
+            x_adv = x.clone()
+        elif start == "uniform":
+            x_adv = _random_start(x, eps, norm)
+        elif norm == "linf":
+            x_adv = torch.clamp(x + 0.001 * torch.randn_like(x), low, high)
+        else:
+            x_adv = project(x + 0.001 * torch.randn_like(x), x, eps, norm)
         for _ in range(steps):
             x_adv.requires_grad_(True)
             objective_value = attack_objective(model, x_adv, y, objective, loss, beta)
@@ -209,7 +283,15 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, random_
 def cw_inf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float | None = None,
            steps: int = 20, random_start: bool = True, objective: str = "ce",
            beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
-    """CW∞: L∞ PGD on the margin loss (best wrong logit minus true logit)."""
+    r"""CW∞: L∞ PGD on the margin loss, as the official ``_cw_whitebox`` (Trades/pgd_attack_cifar10_cas.py).
+
+    Ascends :math:`-\mathrm{ReLU}(z_y - \max_{j \ne y} z_j)` on the main head (κ = 0) and, for
+    ``objective="ce+cas"``, β · the mean of the same term over the auxiliary heads (see
+    :func:`attack_objective`). Same for models without CAS (the official code has no other CW).
+    Departures from the official code: the cap is per example (the official sums logits over the batch
+    before the ReLU) and the random start is clipped to [0, 1] before the first gradient.
+    Returns adversarial images shaped like ``x``; raises ``ValueError`` for bad arguments.
+    """
     return pgd(model, x, y, eps, step_size, steps, random_start, objective, beta, loss="margin")
 
 
@@ -219,17 +301,16 @@ def trades_kl_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
     validate_attack_inputs(model, x, None, eps, objective)
     x = x.detach()
     with eval_mode(model), torch.no_grad():
-        natural = model.forward_details(x) if objective == "ce+cas" else None
-        natural_probs = (natural.logits if natural else model(x)).softmax(dim=1)
-        natural_aux = [a.softmax(dim=1) for a in natural.aux_logits] if natural else []
+        natural_logits, natural_aux = forward_with_aux(model, x) if objective == "ce+cas" else (model(x), [])
+        natural_probs = natural_logits.softmax(dim=1)
+        natural_aux = [a.softmax(dim=1) for a in natural_aux]
     low, high = _linf_bounds(x, eps)
     with eval_mode(model):
         x_adv = torch.clamp(x + 0.001 * torch.randn_like(x), low, high)
         for _ in range(steps):
             x_adv.requires_grad_(True)
             if objective == "ce+cas":
-                details = model.forward_details(x_adv)
-                logits, aux = details.logits, details.aux_logits
+                logits, aux = forward_with_aux(model, x_adv)
             else:
                 logits, aux = model(x_adv), []
             kl = F.kl_div(logits.log_softmax(dim=1), natural_probs, reduction="sum")
@@ -239,3 +320,73 @@ def trades_kl_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
             (grad,) = torch.autograd.grad(kl, x_adv)
             x_adv = _linf_step(x_adv, grad, step_size, low, high)
     return _exact_linf(x_adv, x, eps)
+
+
+def straight_through_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100,
+                         restarts: int = 5, step_size: float | None = None, objective: str = "ce+cas",
+                         loss: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
+    """The adaptive attack built for CAS: L∞ PGD through the straight-through (BPDA) CAS model, with restarts.
+
+    Each of ``restarts`` runs is :func:`pgd` from a uniform random start inside
+    :func:`cas_edu.cas.straight_through`, so the gradient differentiates the softmax-weighted mask
+    where the model uses ``W[argmax aux]`` (Athalye, Carlini & Wagner, ICML 2018, BPDA). Per example
+    the worst case over restarts is returned: the restart with the largest margin (best wrong logit
+    minus true logit) of the deployed, hard-mask model, so an example counts as broken when any restart
+    breaks it. ``step_size`` defaults to 2.5·ε/steps; ``objective`` and ``loss`` as in :func:`pgd`
+    (default CE(main) + β · mean CE(aux)). ``x``: N×C×H×W in [0, 1]; ``eps`` in pixel units.
+    Raises ``ValueError`` for bad arguments or a model without CAS modules.
+    """
+    validate_attack_inputs(model, x, y, eps, objective)
+    if y is None:
+        raise ValueError("This attack needs the true labels y (an integer tensor of shape (N,)).")
+    if restarts < 1:
+        raise ValueError(f"restarts must be at least 1, got {restarts}.")
+    if not has_cas(model):
+        raise ValueError("straight_through_pgd needs a model with CAS modules; use pgd for this model.")
+    x = x.detach()
+    best, best_margin = x.clone(), torch.full((x.shape[0],), float("-inf"), device=x.device)
+    for _ in range(restarts):
+        with cas_lib.straight_through(model):
+            x_adv = pgd(model, x, y, eps, step_size=step_size, steps=steps, random_start=True, objective=objective,
+                        beta=beta, loss=loss)
+        with torch.no_grad(), eval_mode(model):
+            margin = margin_loss(model(x_adv), y, kappa=float("inf"))
+        better = margin > best_margin
+        best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
+        best_margin = torch.where(better, margin, best_margin)
+    return best
+
+
+def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, attacks: list[str] | None = None,
+               batch_size: int = 256, seed: int = 0, square_queries: int = 5000,
+               straight_through: bool = False) -> torch.Tensor:
+    """Adversarial images (shaped like ``x``, on the model's device) from pyautoattack's L∞ AutoAttack.
+
+    ``attacks=None`` runs the standard suite (APGD-CE, APGD-T, FAB-T, Square with ``square_queries``);
+    a list (e.g. ``["apgd-ce", "apgd-t"]``) runs those alone (version "custom"). With
+    ``straight_through=True`` the attack runs inside :func:`cas_edu.cas.straight_through`: every
+    ``model(x)`` call AutoAttack makes has the same outputs but BPDA gradients through the CAS masks.
+    Per-example correctness is ``model(x_adv).argmax(1) == y`` (the forward pass is the deployed model's
+    in either case). Source: Croce & Hein (ICML 2020). Raises ``ValueError`` for bad arguments, or for
+    ``straight_through`` on a model without CAS modules.
+    """
+    from contextlib import nullcontext
+    import logging
+
+    from pyautoattack import AutoAttack
+
+    validate_attack_inputs(model, x, y, eps)
+    if y is None:
+        raise ValueError("AutoAttack needs the true labels y (an integer tensor of shape (N,)).")
+    if straight_through and not has_cas(model):
+        raise ValueError("straight_through=True needs a model with CAS modules; pass straight_through=False.")
+    device = next(model.parameters()).device
+    logging.getLogger("auto-attack").setLevel(logging.WARNING)
+    context = cas_lib.straight_through(model) if straight_through else nullcontext()
+    with eval_mode(model), context:
+        version = "standard" if attacks is None else "custom"
+        adversary = AutoAttack(model, norm="Linf", eps=eps, version=version, attacks=attacks, device=device, seed=seed)
+        adversary.square.n_queries = square_queries
+        adversary.verbose = False
+        x_adv, _ = adversary.run_standard_evaluation(x.to(device), y.to(device), batch_size=batch_size)
+    return x_adv

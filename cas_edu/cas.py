@@ -6,8 +6,19 @@ linear head :math:`p = W\bar f + b` and multiplies every channel of :math:`f` by
 :math:`W_k` of one class :math:`k`: the true label during training, the auxiliary head's
 prediction at evaluation. The weights are raw and signed, the bias never enters the mask,
 exactly as in the official code.
+
+The evaluation-time choice ``k = argmax`` is invisible to gradients, so a white-box attack sees
+only part of the model (gradient masking). :func:`straight_through` switches every CAS module of
+a model to a straight-through (BPDA) backward pass for attacks: the forward pass is unchanged, the
+backward pass differentiates the softmax-weighted mask instead (Athalye, Carlini & Wagner, ICML
+2018, "Obfuscated gradients give a false sense of security", §4.1; Tramèr et al., NeurIPS 2020,
+"On adaptive attacks to adversarial example defenses"). :func:`find_cas_modules` finds the
+modules also inside wrappers (``nn.Sequential``, DDP, ``torch.compile``).
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +35,8 @@ class CASModule(nn.Module):
         if channels < 1 or num_classes < 2:
             raise ValueError(f"CASModule needs channels >= 1 and num_classes >= 2, got {channels}, {num_classes}.")
         self.classifier = nn.Linear(channels, num_classes)
+        #: In evaluation mode, differentiate the soft mask in the backward pass (see :func:`straight_through`).
+        self.straight_through = False
 
     def auxiliary_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Auxiliary logits from the globally average-pooled, unmasked features."""
@@ -33,11 +46,18 @@ class CASModule(nn.Module):
         """Channel masks (N×C): the auxiliary classifier's weight row of each class."""
         return self.classifier.weight[classes]
 
+    def soft_mask(self, aux_logits: torch.Tensor) -> torch.Tensor:
+        r"""The softmax-weighted mask :math:`\sum_k p_k W_k` (N×C), :math:`p = \mathrm{softmax}(aux\_logits)`;
+        a differentiable stand-in for :math:`W_{\arg\max p}` used by the straight-through backward pass."""
+        return aux_logits.softmax(dim=1) @ self.classifier.weight
+
     def forward(self, features: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(masked features, auxiliary logits)``.
 
         In training mode the mask uses the true labels ``y`` (required); in evaluation mode
-        ``y`` is ignored and the mask uses the auxiliary head's own prediction.
+        ``y`` is ignored and the mask uses the auxiliary head's own prediction. With
+        ``straight_through`` set (evaluation mode only) the forward values are the same, bit for bit,
+        but gradients flow through :meth:`soft_mask` as if it were the mask (BPDA).
         """
         if features.dim() != 4 or features.shape[1] != self.classifier.in_features:
             raise ValueError(
@@ -51,7 +71,63 @@ class CASModule(nn.Module):
         else:
             classes = aux_logits.argmax(dim=1)
         mask = self.mask_for(classes)
+        if self.straight_through and not self.training:
+            soft = self.soft_mask(aux_logits)
+            mask = mask + (soft - soft.detach())  # value: the hard mask (+ an exact zero); gradient: the soft mask's
         return features * mask[:, :, None, None], aux_logits
+
+
+def find_cas_modules(model: nn.Module) -> list[CASModule]:
+    """Every :class:`CASModule` inside ``model``, in registration order, each once.
+
+    Looks through wrappers: ``nn.Sequential`` (e.g. preprocessing + model), DDP and any module that
+    holds the model as a submodule (``.module``), and ``torch.compile``'s ``OptimizedModule``
+    (``._orig_mod``), also when such an attribute was set without registering it as a submodule.
+    Raises ``ValueError`` when ``model`` is not an ``nn.Module``.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"find_cas_modules needs an nn.Module, got {type(model).__name__}.")
+    found: list[CASModule] = []
+    seen: set[int] = set()
+    pending = [model]
+    while pending:
+        root = pending.pop(0)
+        for module in root.modules():
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            if isinstance(module, CASModule):
+                found.append(module)
+            for name in ("module", "_orig_mod"):  # wrappers that hold the model outside _modules
+                inner = module.__dict__.get(name)
+                if isinstance(inner, nn.Module) and id(inner) not in seen:
+                    pending.append(inner)
+    return found
+
+
+@contextmanager
+def straight_through(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Within the block, every CAS module of ``model`` uses the straight-through (BPDA) backward pass.
+
+    Forward outputs are unchanged, bit for bit (the mask is still ``W[argmax aux]``); input gradients
+    differentiate the softmax-weighted mask :meth:`CASModule.soft_mask` in place of the argmax, so any
+    gradient attack called inside the block (PGD, CW∞, APGD-CE/T, FAB-T through ``model(x)``) sees how
+    moving the auxiliary prediction changes the mask. Only evaluation mode is affected: training masks
+    stay the true labels'. The previous setting of each module is restored on exit, also after an error.
+    Raises ``ValueError`` when ``model`` holds no CAS module.
+    Source: BPDA, Athalye, Carlini & Wagner (ICML 2018), §4.1.
+    """
+    modules = find_cas_modules(model)
+    if not modules:
+        raise ValueError("straight_through needs a model with CAS modules; this model has none.")
+    previous = [m.straight_through for m in modules]
+    for m in modules:
+        m.straight_through = enabled
+    try:
+        yield model
+    finally:
+        for m, was in zip(modules, previous):
+            m.straight_through = was
 
 
 def cas_loss(

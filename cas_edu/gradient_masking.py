@@ -1,0 +1,78 @@
+r"""A toy defence that masks gradients on purpose, and the BPDA attack that sees through it.
+
+:class:`InputQuantization` rounds every pixel to one of a few levels before the classifier sees it.
+Rounding is piecewise constant, so the input gradient of the defended model is exactly zero almost
+everywhere: PGD takes no step beyond its random start and reports a robust accuracy close to the
+natural one, while the black-box Square attack, which never looks at gradients, finds adversarial
+examples. That gap is the signature of gradient masking ("shattered gradients"), and
+:func:`bpda` removes it: inside the block the quantiser's backward pass is the identity (Backward
+Pass Differentiable Approximation, Athalye, Carlini & Wagner, ICML 2018, §4.1; input quantisation
+is one of the defences they break), so PGD attacks the model behind it.
+
+This is a lesson in how to *recognise* a broken evaluation, not a defence to use.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+class InputQuantization(nn.Module):
+    r"""Round pixels in [0, 1] to ``levels`` evenly spaced values: :math:`\mathrm{round}(x (L-1)) / (L-1)`.
+
+    Input and output are images of any shape with values in [0, 1] (pixel units). With ``bpda`` set,
+    the forward values are the same but the backward pass is the identity (straight-through), so
+    attacks see the gradient of the model behind the quantiser. Raises ``ValueError`` when
+    ``levels < 2``.
+    """
+
+    def __init__(self, levels: int = 2) -> None:
+        super().__init__()
+        if int(levels) != levels or levels < 2:
+            raise ValueError(f"levels must be an integer of at least 2, got {levels}.")
+        self.levels = int(levels)
+        #: Use the identity as the backward pass (BPDA); see :func:`bpda`.
+        self.bpda = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = self.levels - 1
+        quantized = torch.round(x * steps) / steps
+        if self.bpda:
+            return x + (quantized - x).detach()
+        return quantized
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
+
+
+def quantized_model(model: nn.Module, levels: int = 2) -> nn.Sequential:
+    """``model`` behind :class:`InputQuantization`: ``nn.Sequential(InputQuantization(levels), model)``.
+
+    Attacks treat the result as a model (``forward(x)`` returns ``model``'s logits, N×K); its
+    gradient is zero almost everywhere. Raises ``ValueError`` when ``levels < 2``.
+    """
+    return nn.Sequential(InputQuantization(levels), model)
+
+
+@contextmanager
+def bpda(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every :class:`InputQuantization` inside ``model`` back-propagates as the identity.
+
+    Forward outputs are unchanged; the previous setting is restored on exit, also after an error.
+    Raises ``ValueError`` when ``model`` holds no :class:`InputQuantization`.
+    Source: Athalye, Carlini & Wagner (ICML 2018), "Obfuscated gradients give a false sense of security", §4.1.
+    """
+    layers = [m for m in model.modules() if isinstance(m, InputQuantization)]
+    if not layers:
+        raise ValueError("bpda needs a model with an InputQuantization layer; wrap it with quantized_model first.")
+    previous = [m.bpda for m in layers]
+    for m in layers:
+        m.bpda = True
+    try:
+        yield model
+    finally:
+        for m, was in zip(layers, previous):
+            m.bpda = was
