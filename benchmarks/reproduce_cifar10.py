@@ -5,20 +5,22 @@ What it does, for AT (``pgd_at``) and AT+CAS (``pgd_at --cas``), ResNet-18, ``--
        epochs than asked, reusing a finished one. ``--time-limit-s`` stops cleanly after the epoch that
        crosses the limit (its checkpoint is written), so a session with a per-command time limit reruns the
        same command until the table appears;
-    2. evaluates ``best.pt`` (chosen on the validation split; a finished run's reports are reused) on the test set: natural, FGSM, PGD-20 and CW∞
-       with both objectives for the CAS model (``OUT/<run>/eval.json``), then natural, adaptive PGD-20 and
-       AutoAttack (standard) on the first ``--autoattack-n`` test images (``OUT/<run>/eval_autoattack.json``),
-       so that AutoAttack is compared with PGD-20 on the same images;
-    3. prints a markdown table (accuracy %, the machine, the data, the command) and writes
-       benchmarks/results/reproduce_cifar10.json.
+    2. evaluates ``best.pt`` (chosen on the validation split) with ``cas_edu.pipeline.evaluate_suite`` and the
+       notebook-04 ``gpu`` profile's attacks: natural, FGSM, PGD-20 and CW∞ (both objectives for the CAS model)
+       on the whole test set, and Square, AutoAttack and the straight-through (BPDA) PGD-100×5 and AutoAttack
+       on a seeded, class-balanced subset of ``--subset-n`` test images (default 1,000); the per-example worst
+       case uses the examples every attack ran on. Reports go to ``OUT/<run>/eval.json`` (reused by a rerun
+       when they cover the same attacks and examples);
+    3. prints a markdown table (accuracy %, n for every column, the machine, the data, the command), the gain
+       of CAS in worst-case accuracy with a paired 95 % interval, and writes benchmarks/results/reproduce_cifar10.json.
 
 The CIFAR-10 copy in ../shared/data/cifar10 is decoded from JPEGs: exact labels and split, not the original
 pixels, so numbers are comparable with the paper's only roughly; the table says so.
 
 Usage (repository root; the data root holds cifar10/train-*.npz + cifar10/test.npz or cifar-10-batches-py/)
     PYTHONPATH=. python benchmarks/reproduce_cifar10.py --data-root DIR [--out runs/cifar10_r18] [--preset fast]
-           [--epochs N] [--batch-size B] [--autoattack-n 1000] [--time-limit-s 540]
-    # CPU smoke run on a subset (minutes): --epochs 1 --train-n 256 --val-n 32 --test-n 64 --autoattack-n 8
+           [--epochs N] [--batch-size B] [--subset-n 1000] [--time-limit-s 540]
+    # CPU smoke run on a subset (minutes): --epochs 1 --train-n 256 --val-n 32 --test-n 64 --subset-n 10
 Exit code 3: stopped at --time-limit-s after writing a checkpoint; run the same command again to go on.
 """
 from __future__ import annotations
@@ -32,17 +34,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_json  # noqa: E402
 
-from cas_edu import data, load_checkpoint  # noqa: E402
-from cas_edu.checkpoint import read_checkpoint, write_json as write_report  # noqa: E402
-from cas_edu.evaluation import evaluate  # noqa: E402
+from cas_edu import data, pipeline  # noqa: E402
+from cas_edu.checkpoint import read_checkpoint  # noqa: E402
+from cas_edu.evaluation import COSTLY, EvaluationReport, paired_difference  # noqa: E402
 from cas_edu.presets import make_config  # noqa: E402
 from cas_edu.runtime import resolve_device  # noqa: E402
 from cas_edu.training import train  # noqa: E402
 
 RUNS = [("AT", "pgd_at", False), ("AT+CAS", "pgd_at_cas", True)]
-COLUMNS = [("natural", "natural", "ce"), ("FGSM", "fgsm", "ce"), ("FGSM adaptive", "fgsm", "ce+cas"),
-           ("PGD-20", "pgd20", "ce"), ("PGD-20 adaptive", "pgd20", "ce+cas"), ("CW∞", "cw", "ce"),
-           ("CW∞ adaptive", "cw", "ce+cas")]
+PROFILE = pipeline.get_profile("gpu")  # the attacks notebook 04's gpu profile runs
 
 
 EXIT_RERUN = 3  # stopped at --time-limit-s with a checkpoint written: run the same command again
@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--autoattack-n", type=int, default=1000)
+    parser.add_argument("--subset-n", "--autoattack-n", dest="subset_n", type=int, default=PROFILE.subset_n,
+                        help="class-balanced test images for Square, AutoAttack and the straight-through attacks")
     parser.add_argument("--train-n", type=int, help="train on the first N training images only (smoke runs)")
     parser.add_argument("--test-n", type=int, help="evaluate on the first N test images only (smoke runs)")
     parser.add_argument("--val-n", type=int, help="validate on N images per epoch (default: the preset's 512)")
@@ -90,16 +91,15 @@ def train_run(config, folder: Path, ds: data.Dataset, deadline: float | None) ->
     return "trained"
 
 
-def evaluate_run(folder: Path, ds: data.Dataset, eps: float, autoattack_n: int, device) -> tuple[dict, dict]:
-    model = load_checkpoint(folder, device=device)
-    x, y = ds.test.x, ds.test.y
-    white_box = evaluate(model, x, y, eps, attacks=("natural", "fgsm", "pgd20", "cw"), objective="both")
-    write_report(folder / "eval.json", white_box.to_dict())
-    n = min(autoattack_n, len(x))
-    black_box = evaluate(model, x[:n], y[:n], eps, attacks=("natural", "pgd20", "autoattack"), objective="ce+cas"
-                         if getattr(model, "has_cas", False) else "ce")
-    write_report(folder / "eval_autoattack.json", black_box.to_dict())
-    return white_box.to_dict(), black_box.to_dict()
+def saved_report(folder: Path, n_test: int, subset_n: int) -> EvaluationReport | None:
+    """The run's eval.json when it covers the profile's attacks on the same number of test and subset images."""
+    path = folder / "eval.json"
+    if not path.is_file():
+        return None
+    report = EvaluationReport.from_dict(json.loads(path.read_text()))
+    same = (report.n_examples == n_test and set(PROFILE.attacks) <= set(report.accuracy)
+            and all(report.count(a) == min(subset_n, n_test) for a in PROFILE.attacks if a in COSTLY))
+    return report if same else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,48 +109,54 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     device = resolve_device(args.device)
     ds = subset(data.load("cifar10", root=args.data_root), args.train_n, args.test_n)
-    results = {}
+    results, folders, hows, eps = {}, {}, {}, None
     for label, folder_name, cas in RUNS:
         config = make_config("cifar10", model="resnet18", method="pgd_at", cas=cas, preset=args.preset,
                              epochs=args.epochs, batch_size=args.batch_size, device=args.device, val_examples=args.val_n,
                              data_root=str(Path(args.data_root).resolve()))
         folder = Path(args.out) / folder_name
         try:
-            how = train_run(config, folder, ds, deadline)
+            hows[label] = train_run(config, folder, ds, deadline)
         except TimeLimitReached as stop:
             print(stop)
             return EXIT_RERUN
+        folders[label], eps = folder, config.eps
         history = json.loads((folder / "history.json").read_text())["history"]
-        reports = [folder / "eval.json", folder / "eval_autoattack.json"]
-        if how.startswith("reused") and all(r.is_file() for r in reports):  # evaluated by an earlier rerun
-            white_box, black_box = (json.loads(r.read_text()) for r in reports)
-            how += ", evaluation reused"
-        else:
-            white_box, black_box = evaluate_run(folder, ds, config.eps, args.autoattack_n, device)
-            how += ", evaluated"
-        results[label] = {"run": str(folder), "training": how, "epochs": config.epochs,
-                          "train_seconds": sum(r["seconds"] for r in history), "eval": white_box,
-                          "eval_autoattack": black_box}
-        print(f"{label}: {how}", flush=True)
+        results[label] = {"run": str(folder), "epochs": config.epochs,
+                          "train_seconds": sum(r["seconds"] for r in history)}
+    reports = {}
+    for label, folder in folders.items():  # reuse an earlier rerun's evaluation of the same finished run
+        report = saved_report(folder, len(ds.test.x), args.subset_n) if hows[label].startswith("reused") else None
+        if report is not None:
+            reports[label], hows[label] = report, hows[label] + ", evaluation reused"
+    todo = {label: folder for label, folder in folders.items() if label not in reports}
+    if todo:
+        reports.update(pipeline.evaluate_suite(todo, ds, eps, profile=PROFILE, n=len(ds.test.x),
+                                               subset_n=args.subset_n, device=args.device))
+        for label in todo:
+            hows[label] += ", evaluated best.pt"
+    for label in folders:
+        results[label].update(training=hows[label], eval=reports[label].to_dict())
+        print(f"{label}: {hows[label]}", flush=True)
+    reports = {("pgd_at+cas" if label == "AT+CAS" else "pgd_at"): reports[label] for label in folders}
 
-    rows = []
-    for label, result in results.items():
-        accuracy = result["eval"]["accuracy"]
-        cells = [f"{accuracy[a][o] * 100:.2f}" if o in accuracy.get(a, {}) else "–" for _, a, o in COLUMNS]
-        aa = result["eval_autoattack"]
-        reference = "ce+cas" if "ce+cas" in aa["accuracy"]["pgd20"] else "ce"
-        rows.append([label, *cells, f"{aa['accuracy']['pgd20'][reference] * 100:.2f}",
-                     f"{aa['accuracy']['autoattack']['ce'] * 100:.2f}", f"{result['train_seconds'] / 60:.1f}"])
-    n_test, n_aa = len(ds.test.x), min(args.autoattack_n, len(ds.test.x))
+    headers, rows = pipeline.results_rows(reports)
+    counts = pipeline.results_counts(reports)
+    headers = [h if i == 0 else f"{h} (n={c})" for i, (h, c) in enumerate(zip(headers, counts))] + ["train min"]
+    rows = [row + [f"{results[row[0]]['train_seconds'] / 60:.1f}"] for row in rows]
     print(f"\n## CIFAR-10 (JPEG-derived copy), ResNet-18, preset {args.preset}, ε = 8/255\n")
     print(machine_line(info) + (f"; GPU: {__import__('torch').cuda.get_device_name(device)}" if device.type == "cuda" else ""))
     print(f"\nCommand: python benchmarks/reproduce_cifar10.py {' '.join(argv if argv is not None else sys.argv[1:])}\n")
-    print(markdown_table(["model", *[c[0] for c in COLUMNS], f"PGD-20 adaptive (first {n_aa})",
-                          f"AutoAttack (first {n_aa})", "train min"], rows))
-    print(f"\nAccuracy in % on the first {n_test} test images (all columns but the last three). The data are "
-          "decoded from a JPEG copy of CIFAR-10 (exact labels and split, not the original pixels).")
-    for label, result in results.items():
-        for warning in result["eval"]["warnings"] + result["eval_autoattack"]["warnings"]:
+    print(markdown_table(headers, rows))
+    gain = paired_difference(reports["pgd_at+cas"], reports["pgd_at"])
+    results["cas_gain_worst_case"] = {"difference": gain.difference, "low": gain.low, "high": gain.high, "n": gain.n,
+                                      "method": gain.method}
+    print(f"\nAccuracy in % of best.pt (selected on the validation split); n = test images behind each column. "
+          "Worst case: correct naturally and under every attack, per example, on the images every attack ran on. "
+          "The data are decoded from a JPEG copy of CIFAR-10 (exact labels and split, not the original pixels).")
+    print(f"CAS gain in worst-case accuracy (AT+CAS − AT, paired, same images): {gain}")
+    for label, report in zip(folders, reports.values()):
+        for warning in report.warnings:
             print(f"WARNING ({label}): {warning}")
     path = write_json("reproduce_cifar10", {"machine": info, "args": vars(args), "results": results,
                                             "seconds": time.monotonic() - started})

@@ -76,7 +76,7 @@ def evaluation_rows(reports: dict[str, dict]) -> list[list[str]]:
         rows.append([label, pct(get(acc, "natural", "ce")), pct(get(acc, "fgsm", "ce")),
                      pct(get(acc, "pgd20", "ce")), pct(get(acc, "pgd20", "ce+cas")),
                      pct(get(acc, "cw", "ce")), pct(get(acc, "cw", "ce+cas")),
-                     pct(get(acc, "square", "ce")), pct(get(acc, "autoattack", "ce"))])
+                     pct(get(acc, "square", "ce")), pct(get(acc, "autoattack", "ce")), pct(report.get("worst_case"))])
     return rows
 
 
@@ -160,7 +160,7 @@ def evaluate_all(args: argparse.Namespace, ds: data.Dataset, models: dict, confi
     eps = configs["AT"].eps
     print(f"\n## Robust test accuracy % (ε = {eps:g} L∞, n = {n} test images, `evaluate(..., objective=\"both\")`)\n")
     print(markdown_table(["model", "natural", "FGSM", "PGD-20 ce", "PGD-20 ce+cas", "CW∞ ce", "CW∞ ce+cas",
-                          "Square", "AutoAttack"], evaluation_rows(reports)))
+                          "Square", "AutoAttack", "worst case (per example)"], evaluation_rows(reports)))
     fgsm_cas = reports["AT+CAS"]["accuracy"].get("fgsm", {}).get("ce+cas")
     print(f"\nFGSM column: main-head objective (ce); AT+CAS under FGSM ce+cas: {pct(fgsm_cas)} %. "
           "'–': not applicable (no CAS heads). Square: 5000 queries; AutoAttack: pyautoattack standard suite.")

@@ -16,9 +16,22 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .attacks import eval_mode, pgd, validate_attack_inputs
+from .attacks import eval_mode, has_cas, pgd, validate_attack_inputs
 
 DEFAULT_THRESHOLD = 0.01
+#: The attack of the official Figures 1-2 (ActivationAnalysis scripts): PGD-20, step 0.003 at ε = 8/255, random start.
+FIGURE_STEPS = 20
+FIGURE_STEP_FRACTION = 0.003 / (8 / 255)
+
+
+def figure_step_size(eps: float) -> float:
+    """The official figures' PGD step at budget ``eps``: 0.003 at ε = 8/255, scaled in proportion (ε · 0.003/(8/255))."""
+    return eps * FIGURE_STEP_FRACTION
+
+
+def default_objective(model: nn.Module) -> str:
+    """The objective the official evaluation attacks a model with: ``ce+cas`` with CAS modules, else ``ce``."""
+    return "ce+cas" if has_cas(model) else "ce"
 
 
 def _check_acts(acts: torch.Tensor, name: str = "acts") -> None:
@@ -143,6 +156,7 @@ class ActivationComparison:
     natural: torch.Tensor
     adversarial: torch.Tensor
     threshold: float = DEFAULT_THRESHOLD
+    attack: dict = field(default_factory=dict)  # how the adversarial examples were made (steps, step_size, objective)
     natural_magnitudes: torch.Tensor = field(init=False)
     adversarial_magnitudes: torch.Tensor = field(init=False)
     natural_counts: torch.Tensor = field(init=False)
@@ -180,14 +194,21 @@ class ActivationComparison:
 
 
 def compare_activations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, layer: str | None = None,
-                        class_id: int | None = None, steps: int = 20, step_size: float | None = None,
-                        objective: str = "ce", batch_size: int = 256,
+                        class_id: int | None = None, steps: int = FIGURE_STEPS, step_size: float | None = None,
+                        objective: str | None = None, batch_size: int = 256,
                         threshold: float = DEFAULT_THRESHOLD) -> ActivationComparison:
     """Channel activations of ``x`` (optionally only class ``class_id``) and of L∞ PGD examples on the same model.
 
-    PGD (``steps`` steps, ``step_size`` defaulting to 2.5·ε/steps, random start from the global RNG,
-    no reseeding) runs in batches of ``batch_size``; ``eps = 0`` uses the natural images unchanged.
+    By default the attack is the one of the official Figures 1-2 (ActivationAnalysis scripts, as the
+    official evaluation runs it): PGD-20 from a uniform random start with step ε · 0.003/(8/255)
+    (:func:`figure_step_size`: 0.003 at ε = 8/255), and on CAS models the adaptive objective ``ce+cas``
+    (CE(main) + β · mean CE(aux), :func:`default_objective`); ``ce`` otherwise. The random start draws
+    from the global RNG (no reseeding). PGD runs in batches of ``batch_size``; ``eps = 0`` uses the
+    natural images unchanged. ``comparison.attack`` records steps, step size and objective.
     """
+    objective = default_objective(model) if objective is None else objective
+    if step_size is None:
+        step_size = figure_step_size(eps)
     if not 0 <= eps <= 1:
         raise ValueError(f"eps must lie in [0, 1] for images in [0, 1] (8/255 ≈ 0.031 is the paper's), got {eps}.")
     if batch_size < 1:
@@ -213,9 +234,11 @@ def compare_activations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
         device = _model_device(model)
         x_adv = torch.cat([
             pgd(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device), eps,
-                step_size=step_size, steps=steps, random_start=True, objective=objective).cpu()
+                step_size=step_size or None, steps=steps, random_start=True, objective=objective).cpu()
             for i in range(0, x.shape[0], batch_size)
         ])
         adversarial = channel_activations(model, x_adv, layer, batch_size)
     return ActivationComparison(layer=name, class_id=class_id, eps=float(eps), natural=natural,
-                                adversarial=adversarial, threshold=threshold)
+                                adversarial=adversarial, threshold=threshold,
+                                attack={"name": f"PGD-{steps}", "steps": steps, "step_size": float(step_size),
+                                        "objective": objective, "random_start": True})

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .activations import FIGURE_STEPS, default_objective, figure_step_size
 from .attacks import eval_mode, has_cas, pgd, validate_attack_inputs
 
 #: A weight at most this fraction of the row's largest |weight| (or negative) counts as suppressing its channel.
@@ -86,7 +87,8 @@ class ChannelData:
     adversarial_mask_class: dict[float, torch.Tensor | None] = field(default_factory=dict)
     adversarial_pred: dict[float, torch.Tensor] = field(default_factory=dict)
     objective: str = "ce"
-    steps: int = 10
+    steps: int = FIGURE_STEPS
+    step_fraction: float = figure_step_size(1.0)  # PGD step ÷ ε
 
     @property
     def has_cas(self) -> bool:
@@ -105,17 +107,19 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
 
 
 def channel_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float],
-                 layer: str | None = None, steps: int = 10, objective: str | None = None, seed: int = 0,
+                 layer: str | None = None, steps: int = FIGURE_STEPS, objective: str | None = None, seed: int = 0,
                  batch_size: int = 256) -> ChannelData:
     """Precompute natural and PGD-``steps`` activations (pre- and after-mask) for every ε in ``eps_values``.
 
-    ``objective`` defaults to the adaptive ``ce+cas`` for CAS models (``ce`` otherwise). The attack's
-    random start is seeded with ``seed`` without touching the global random state.
+    The attack defaults to the official Figures 1-2 attack, as the official evaluation runs it: PGD-20 from
+    a uniform random start with step ε · 0.003/(8/255) (:func:`cas_edu.activations.figure_step_size`) and
+    the adaptive ``ce+cas`` objective for CAS models (``ce`` otherwise). The random start is seeded with
+    ``seed`` without touching the global random state.
     """
     eps_values = sorted({float(e) for e in eps_values})
     if not eps_values:
         raise ValueError("eps_values is empty; give at least one ε, e.g. [0.0, 0.1].")
-    objective = objective or ("ce+cas" if has_cas(model) else "ce")
+    objective = objective or default_objective(model)
     for eps in eps_values:
         validate_attack_inputs(model, x, y, eps, objective)
     name = cas_layer(model, layer)
@@ -125,7 +129,7 @@ def channel_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values:
     pre, post, classes = masked_channel_activations(model, x, name, batch_size)
     out = ChannelData(layer=name, eps_values=eps_values, y=y, weight=weight, natural_pre=pre, natural_post=post,
                       natural_mask_class=classes, natural_pred=_predict(model, x, batch_size), objective=objective,
-                      steps=steps)
+                      steps=steps, step_fraction=figure_step_size(1.0))
     device = _device(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -134,7 +138,8 @@ def channel_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values:
                 x_adv = x
             else:
                 x_adv = torch.cat([pgd(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device), eps,
-                                       steps=steps, objective=objective).cpu() for i in range(0, len(x), batch_size)])
+                                       step_size=figure_step_size(eps), steps=steps, random_start=True,
+                                       objective=objective).cpu() for i in range(0, len(x), batch_size)])
             a_pre, a_post, a_classes = masked_channel_activations(model, x_adv, name, batch_size)
             out.adversarial_pre[eps], out.adversarial_post[eps] = a_pre, a_post
             out.adversarial_mask_class[eps] = a_classes

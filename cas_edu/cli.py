@@ -11,15 +11,22 @@ import torch
 
 from . import data
 from .checkpoint import read_checkpoint, write_json
-from .evaluation import ATTACKS
+from .evaluation import ATTACKS, STRAIGHT_THROUGH
 from .models import MODELS
 from .presets import METHODS, PRESETS, TrainConfig
-from .runtime import AMP_MODES, CHANNELS_LAST_MODES
+from .runtime import AMP_MODES, CHANNELS_LAST_MODES, DEFAULT_AMP
 from .training import NonFiniteLossError
 
 
-#: What ``evaluate RUN`` reports by default: the paper's attacks plus standard AutoAttack (which includes Square).
+#: What ``evaluate RUN`` reports by default: the paper's attacks plus standard AutoAttack (which includes Square);
+#: CAS models also get the straight-through (BPDA) attacks (:func:`default_attacks`).
 REPORT_ATTACKS = ("natural", "fgsm", "pgd20", "cw", "autoattack")
+
+
+def default_attacks(has_cas: bool) -> tuple[str, ...]:
+    """The attacks ``evaluate`` runs without ``--attacks``: :data:`REPORT_ATTACKS`, plus for CAS models the
+    straight-through PGD-100×5 and AutoAttack (``pgd-st``, ``autoattack-st``)."""
+    return REPORT_ATTACKS + (STRAIGHT_THROUGH if has_cas else ())
 
 
 class UsageError(Exception):
@@ -56,10 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--step-size", type=float)
     train.add_argument("--attack-steps", type=int)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--val-fraction", type=float,
+                       help="share of the training set held out to choose best.pt (default 0.1); 0 trains on all "
+                            "of it like the official scripts, and best.pt is then the last epoch")
     train.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
     train.add_argument("--data-root", help="dataset folder (default: $CAS_EDU_DATA, else ~/.cache/cas_edu)")
     train.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
-    train.add_argument("--amp", default="auto", choices=AMP_MODES, help="bf16 autocast: auto = on CUDA only")
+    train.add_argument("--amp", default=DEFAULT_AMP, choices=AMP_MODES,
+                       help="bf16 autocast of the attack and training forwards: off (default, fp32 as the official "
+                            "code), bf16 (everywhere), auto (on CUDA only); bf16 changes the training attack")
     train.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST_MODES,
                        help="channels_last memory format: auto = on CUDA only")
     train.add_argument("--compile", action="store_true", help="torch.compile each block (small_cnn, resnet18)")
@@ -68,15 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print the history as JSON")
     train.add_argument("--out", required=True, help="run folder: checkpoint.pt, best.pt, history.json")
 
-    evaluate = sub.add_parser("evaluate", help="accuracy under natural, FGSM, PGD-20, CW∞, Square, AutoAttack")
+    evaluate = sub.add_parser("evaluate", help="accuracy under natural, FGSM, PGD-20, CW∞, Square, AutoAttack, "
+                                               "straight-through (BPDA) attacks; per-example worst case")
     evaluate.add_argument("run", help="run folder (uses best.pt, else checkpoint.pt) or a .pt file")
-    evaluate.add_argument("--attacks", default=",".join(REPORT_ATTACKS),
-                          help=f"comma list from {','.join(ATTACKS)} (default: {','.join(REPORT_ATTACKS)})")
+    evaluate.add_argument("--attacks", default=None,
+                          help=f"comma list from {','.join(ATTACKS)} (default: {','.join(REPORT_ATTACKS)}, "
+                               f"plus {','.join(STRAIGHT_THROUGH)} for CAS models)")
     evaluate.add_argument("--objective", default="both", choices=["ce", "ce+cas", "both"])
     evaluate.add_argument("--eps", type=_eps, help="default: the training eps")
     evaluate.add_argument("--dataset", help="default: the training dataset")
     evaluate.add_argument("--split", default="test", choices=["test", "val"])
     evaluate.add_argument("--n", type=int, help="only the first N examples of the split")
+    evaluate.add_argument("--subset-n", type=int,
+                          help="run Square, AutoAttack and the straight-through attacks on a seeded, class-balanced "
+                               "subset of N of the examples (default: all)")
     evaluate.add_argument("--batch-size", type=int, default=256)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto")
@@ -84,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
     evaluate.add_argument("--output", help="where to write the JSON report (default: RUN/eval.json for a run folder)")
 
-    acts = sub.add_parser("activations", help="channel activation statistics, natural vs PGD-20 adversarial")
+    acts = sub.add_parser("activations", help="channel activation statistics, natural vs PGD-20 adversarial "
+                                              "(the official figures' attack; adaptive ce+cas on CAS models)")
     acts.add_argument("run", help="run folder or .pt file")
     acts.add_argument("--layer", help="layer name (default: the model's penultimate CAS-able layer)")
     acts.add_argument("--eps", type=_eps)
@@ -106,8 +124,9 @@ def _command_train(args: argparse.Namespace) -> int:
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eps=args.eps,
                          step_size=args.step_size, attack_steps=args.attack_steps, seed=args.seed,
                          device=args.device, data_root=args.data_root, amp=args.amp,
-                         channels_last=args.channels_last, compile=args.compile)
-    dataset = None if args.resume else data.load(config.dataset, root=config.data_root, download=args.download)
+                         channels_last=args.channels_last, compile=args.compile, val_fraction=args.val_fraction)
+    dataset = None if args.resume else data.load(config.dataset, root=config.data_root, download=args.download,
+                                                 val_fraction=config.val_fraction)
     _, history = train(config, out_dir=args.out, dataset=dataset, resume=args.resume, progress=False if args.quiet else None)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return 0
@@ -115,11 +134,16 @@ def _command_train(args: argparse.Namespace) -> int:
         print(json.dumps(history, indent=2))
     else:
         last = history[-1]
-        robust = last["val_robust_accuracy"]
-        print(f"trained {config.model} ({config.method}{' + CAS' if config.cas else ''}) on {config.dataset} for "
-              f"{last['epoch']} epochs: val natural {last['val_natural_accuracy']:.2%}"
-              + (f", val PGD-{config.val_attack_steps} {robust:.2%}" if robust is not None else "")
-              + f" -> {Path(args.out) / 'checkpoint.pt'}")
+        natural, robust = last["val_natural_accuracy"], last["val_robust_accuracy"]
+        trained = (f"trained {config.model} ({config.method}{' + CAS' if config.cas else ''}) on {config.dataset} "
+                   f"for {last['epoch']} epochs")
+        if natural is None:
+            print(f"{trained} on the whole training set (no validation split, --val-fraction 0): best.pt is the "
+                  f"last epoch -> {Path(args.out) / 'checkpoint.pt'}")
+        else:
+            print(f"{trained}: val natural {natural:.2%}"
+                  + (f", val PGD-{config.val_attack_steps} {robust:.2%}" if robust is not None else "")
+                  + f" -> {Path(args.out) / 'checkpoint.pt'}")
     return 0
 
 
@@ -150,9 +174,15 @@ def _command_evaluate(args: argparse.Namespace) -> int:
 
     model, dataset, eps = _load_run(args)
     x, y = _subset(dataset.test if args.split == "test" else dataset.val, args.n)
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    from .attacks import has_cas
+
+    attacks = default_attacks(has_cas(model)) if args.attacks is None else \
+        [a.strip() for a in args.attacks.split(",") if a.strip()]
     report = evaluate(model, x, y, eps, attacks=attacks, objective=args.objective, batch_size=args.batch_size,
-                      seed=args.seed, progress=not args.json and sys.stderr.isatty())
+                      seed=args.seed, progress=not args.json and sys.stderr.isatty(), subset_n=args.subset_n)
+    run = Path(args.run)
+    report.checkpoint = str(next((run / f for f in ("best.pt", "checkpoint.pt") if (run / f).is_file()), run)
+                            if run.is_dir() else run)
     if args.output:
         write_json(Path(args.output), report.to_dict())
     elif Path(args.run).is_dir():
@@ -169,7 +199,10 @@ def _command_activations(args: argparse.Namespace) -> int:
     x, y = _subset(dataset.test, args.n)
     seed_everything(args.seed)
     comparison = compare_activations(model, x, y, eps, layer=args.layer, class_id=args.class_id)
-    summary = {"layer": comparison.layer, "class_id": args.class_id, **comparison.summary()}
+    attack = comparison.attack
+    summary = {"layer": comparison.layer, "class_id": args.class_id,
+               "attack": f"{attack['name']} ({attack['objective']}, step {attack['step_size']:.4g}, random start)",
+               **comparison.summary()}
     if args.json:
         print(json.dumps({**summary, "natural_counts": comparison.natural_counts.tolist(),
                           "adversarial_counts": comparison.adversarial_counts.tolist(),

@@ -5,8 +5,12 @@ reduced evaluation budget; the default, finishes on a laptop) and ``gpu`` (CIFAR
 official CAS settings, the full evaluation). :func:`run_suite` trains the six runs into
 ``runs_dir/<profile>/<method>[+cas]`` and reuses any run there that finished with exactly the same
 configuration -- including runs made by ``python -m cas_edu train`` (see :func:`cli_command`).
-:func:`evaluate_suite` evaluates every model on the same test examples; :func:`results_table` prints
-the comparison, with the *worst case* over all attacks as the honest robust accuracy.
+:func:`evaluate_suite` evaluates every run's ``best.pt`` (chosen on the validation split) on the same test
+examples -- the white-box attacks on the profile's test images, the costly ones (Square, AutoAttack, the
+straight-through attacks) on a seeded, class-balanced subset; :func:`results_table` prints the comparison
+with the example count of every column and the *per-example worst case* (correct naturally and under every
+attack) as the honest robust accuracy; :func:`cas_gain_intervals` gives the gain of CAS with a paired 95 %
+interval.
 """
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ import torch
 from torch import nn
 
 from . import data, evaluation, training
-from .evaluation import EvaluationReport
+from .checkpoint import load_checkpoint, read_checkpoint
+from .evaluation import EvaluationReport, PairedDifference
 from .presets import METHODS, TrainConfig, make_config
 
 SUITE_METHODS: tuple[str, ...] = ("pgd_at", "trades", "mart")
@@ -36,24 +41,29 @@ class Profile:
     preset: str
     epochs: int | None
     attack_steps: int | None
-    n_eval: int
+    n_eval: int | None  # test images for natural and the white-box attacks; None = the whole test split
     attacks: tuple[str, ...]
     square_queries: int
     methods: tuple[str, ...] = SUITE_METHODS
     description: str = ""
+    subset_n: int | None = None  # class-balanced subset for the costly attacks (evaluation.COSTLY); None = all
 
 
 PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu", dataset="digits", model="small_cnn", preset="fast", epochs=6, attack_steps=5, n_eval=200,
-        attacks=("natural", "fgsm", "pgd20", "cw", "square"), square_queries=500,
-        description="digits (8×8), small CNN, 6 one-cycle epochs with PGD-5 training attacks; "
-                    "evaluation on 200 test images, Square with 500 queries (a reduced budget)"),
+        attacks=("natural", "fgsm", "pgd20", "cw", "square", "pgd-st"), square_queries=500, subset_n=100,
+        description="digits (8×8), small CNN, 6 one-cycle epochs with PGD-5 training attacks; best.pt evaluated "
+                    "on 200 test images, Square (500 queries, a reduced budget) and the straight-through "
+                    "PGD-100×5 on a class-balanced 100 of them"),
     "gpu": Profile(
-        name="gpu", dataset="cifar10", model="resnet18", preset="paper", epochs=None, attack_steps=None, n_eval=1000,
-        attacks=("natural", "fgsm", "pgd20", "cw", "square", "autoattack"), square_queries=5000,
+        name="gpu", dataset="cifar10", model="resnet18", preset="paper", epochs=None, attack_steps=None, n_eval=None,
+        attacks=("natural", "fgsm", "pgd20", "cw", "square", "autoattack", "pgd-st", "autoattack-st"),
+        square_queries=5000, subset_n=1000,
         description="CIFAR-10, ResNet-18, the official CAS schedules (AT 200, TRADES 100, MART 120 epochs, "
-                    "PGD-10 training attacks); evaluation on 1,000 test images with the full Square and AutoAttack"),
+                    "PGD-10 training attacks); best.pt evaluated on all 10,000 test images with the white-box "
+                    "attacks, and with Square, AutoAttack and the straight-through attacks on a seeded, "
+                    "class-balanced 1,000"),
 }
 
 
@@ -171,24 +181,88 @@ def run_suite(profile: str | Profile = "cpu", runs_dir: str | Path = "runs", dat
     return suite
 
 
-def eval_examples(dataset: data.Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` test examples (all of them when the split is smaller)."""
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}.")
+def eval_examples(dataset: data.Dataset, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` test examples (all of them when ``n`` is None or the split is smaller)."""
+    if n is not None and n < 1:
+        raise ValueError(f"n must be at least 1 (or None for the whole test split), got {n}.")
     return dataset.test.x[:n], dataset.test.y[:n]
 
 
-def evaluate_suite(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, eps: float,
-                   attacks: Sequence[str] = evaluation.DEFAULT_ATTACKS, square_queries: int = 5000, seed: int = 0,
-                   batch_size: int = 256, progress: bool | None = None) -> dict[str, EvaluationReport]:
-    """:func:`cas_edu.evaluation.evaluate` for every model on the same examples (CAS models: both objectives)."""
+def balanced_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded, class-balanced subset of ``n`` examples of ``(x, y)`` (see :func:`evaluation.balanced_indices`):
+    the examples ``evaluate(..., subset_n=n, seed=seed)`` runs its costly attacks on."""
+    index = evaluation.balanced_indices(y, n, seed)
+    return x[index], y[index]
+
+
+def _run_eps(source, config: TrainConfig | None) -> float | None:
+    if config is not None:
+        return config.eps
+    if isinstance(source, (str, Path)):
+        return read_checkpoint(source).get("config", {}).get("eps")
+    return None
+
+
+def evaluate_suite(runs: "Suite | Mapping[str, nn.Module | str | Path]", dataset: data.Dataset | None = None,
+                   eps: float | None = None, *, profile: str | Profile | None = None,
+                   x: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                   attacks: Sequence[str] | None = None, n: int | None = None, subset_n: int | None = None,
+                   square_queries: int | None = None, seed: int = 0, batch_size: int = 256, device: str = "auto",
+                   progress: bool | None = None, save: bool = True) -> dict[str, EvaluationReport]:
+    """:func:`cas_edu.evaluation.evaluate` for every run on the same examples (CAS models: both objectives).
+
+    ``runs`` is a :class:`Suite` (each run's ``best.pt``, selected on the validation split, is loaded with
+    :func:`cas_edu.checkpoint.load_checkpoint` -- not the final-epoch model ``run_suite`` returns), or a
+    mapping name → run folder / ``.pt`` file (loaded the same way) or → model (evaluated as given).
+    The examples are ``x, y`` when given, else the first ``n`` test images of ``dataset`` (default: the
+    profile's ``n_eval``; None = all); the costly attacks (Square, AutoAttack, straight-through) run on a
+    seeded, class-balanced subset of ``subset_n`` of them (default: the profile's). ``attacks`` and
+    ``square_queries`` default to the profile's; ``profile`` defaults to the suite's. ``eps`` defaults to the
+    runs' training ε (they must agree). With ``save``, each run folder gets its report as ``eval.json``.
+    Raises ``ValueError`` when the examples or ε cannot be determined.
+    """
+    if isinstance(dataset, torch.Tensor):
+        raise ValueError("evaluate_suite takes (runs, dataset, eps); pass your own images as x=..., y=... keywords.")
+    if profile is None and isinstance(runs, Suite):
+        profile = runs.profile
+    p = get_profile(profile) if profile is not None else None
+    attacks = tuple(attacks) if attacks is not None else (p.attacks if p else evaluation.DEFAULT_ATTACKS)
+    subset_n = subset_n if subset_n is not None else (p.subset_n if p else None)
+    square_queries = square_queries if square_queries is not None else (p.square_queries if p else 5000)
+    if x is None or y is None:
+        if dataset is None:
+            raise ValueError("pass the dataset (its test split is evaluated) or x=..., y=....")
+        x, y = eval_examples(dataset, n if n is not None else (p.n_eval if p else None))
+    sources: dict = dict(runs.run_dirs) if isinstance(runs, Suite) else dict(runs)
+    configs = runs.configs if isinstance(runs, Suite) else {}
+    if not sources:
+        raise ValueError("runs is empty; pass a Suite or {name: run folder or model}.")
+    if eps is None:
+        found = {name: _run_eps(src, configs.get(name)) for name, src in sources.items()}
+        values = {e for e in found.values() if e is not None}
+        if len(values) != 1:
+            raise ValueError(f"cannot tell one ε from the runs ({found}); pass eps=....")
+        eps = values.pop()
     from tqdm.auto import tqdm
+
+    from .runtime import resolve_device
 
     show = training._show_progress(progress)
     reports = {}
-    for name, model in tqdm(list(models.items()), desc="evaluate", disable=not show):
-        reports[name] = evaluation.evaluate(model, x, y, eps, attacks=tuple(attacks), objective="both", seed=seed,
-                                            batch_size=batch_size, square_queries=square_queries)
+    for name, source in tqdm(list(sources.items()), desc="evaluate", disable=not show):
+        if isinstance(source, nn.Module):
+            model, where = source, None
+        else:
+            model, where = load_checkpoint(source, device=resolve_device(device)), Path(source)
+        report = evaluation.evaluate(model, x, y, eps, attacks=attacks, objective="both", seed=seed,
+                                     batch_size=batch_size, square_queries=square_queries, subset_n=subset_n)
+        if where is not None:
+            report.checkpoint = str(where / "best.pt" if (where / "best.pt").is_file() else where)
+            if save and where.is_dir():
+                from .checkpoint import write_json
+
+                write_json(where / "eval.json", report.to_dict())
+        reports[name] = report
     return reports
 
 
@@ -197,18 +271,23 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("natural", "ce", "natural"), ("fgsm", "ce", "FGSM"), ("pgd20", "ce", "PGD-20 main head"),
     ("pgd20", "ce+cas", "PGD-20 adaptive"), ("cw", "ce", "CW∞"), ("cw", "ce+cas", "CW∞ adaptive"),
     ("square", "ce", "Square"), ("autoattack", "ce", "AutoAttack"),
+    ("pgd-st", "ce", "PGD-100×5 straight-through"), ("autoattack-st", "ce", "AutoAttack straight-through"),
 )
 
 
 def worst_case(report: EvaluationReport) -> float | None:
-    """The lowest accuracy under any attack and objective: the honest robust accuracy of the report."""
-    values = [v for attack, by in report.accuracy.items() if attack != "natural" for v in by.values()]
-    return min(values) if values else None
+    """The per-example worst case (:attr:`EvaluationReport.worst_case`): the fraction of examples classified
+    correctly naturally and under every attack and objective -- the honest robust accuracy of the report."""
+    return report.worst_case
+
+
+def _present(reports: Mapping[str, EvaluationReport]) -> list[tuple[str, str, str]]:
+    return [(a, o, h) for a, o, h in COLUMNS if any(o in r.accuracy.get(a, {}) for r in reports.values())]
 
 
 def results_rows(reports: Mapping[str, EvaluationReport]) -> tuple[list[str], list[list[str]]]:
     """Headers and rows (accuracies in %) for the comparison table; a column appears when any report has it."""
-    present = [(a, o, h) for a, o, h in COLUMNS if any(o in r.accuracy.get(a, {}) for r in reports.values())]
+    present = _present(reports)
     headers = ["model"] + [h for _, _, h in present] + ["worst case"]
     rows = []
     for name, report in reports.items():
@@ -224,17 +303,32 @@ def results_rows(reports: Mapping[str, EvaluationReport]) -> tuple[list[str], li
     return headers, rows
 
 
+def results_counts(reports: Mapping[str, EvaluationReport]) -> list[str]:
+    """Per column of :func:`results_rows` (the model column first, as ``n``), the number of examples behind it;
+    ``a/b`` when the reports differ."""
+    cells = ["n"]
+    for attack, _, _ in _present(reports):
+        counts = sorted({r.count(attack) for r in reports.values() if attack in r.accuracy})
+        cells.append("/".join(str(c) for c in counts))
+    counts = sorted({r.worst_case_n for r in reports.values()})
+    cells.append("/".join(str(c) for c in counts))
+    return cells
+
+
 def results_table(reports: Mapping[str, EvaluationReport]) -> str:
-    """The comparison as a markdown table (accuracy in %, higher is better); masking warnings listed below it."""
+    """The comparison as a markdown table (accuracy in %, higher is better) whose first row gives each column's
+    number of examples ``n``; masking warnings listed below it."""
     headers, rows = results_rows(reports)
-    cells = [headers] + rows
+    cells = [headers, results_counts(reports)] + rows
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
 
     def line(row: list[str]) -> str:
         return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
 
     rule = "| " + " | ".join(("-" * (w - 1) + ":") if i else "-" * w for i, w in enumerate(widths)) + " |"
-    lines = [line(headers), rule] + [line(r) for r in rows]
+    lines = [line(headers), rule] + [line(r) for r in cells[1:]]
+    lines.append("worst case: correct naturally and under every attack and objective, per example "
+                 "(on the examples every attack ran on)")
     for name, report in reports.items():
         lines += [f"- {display_name(name)}: {w}" for w in report.warnings]
     return "\n".join(lines)
@@ -257,6 +351,20 @@ def cas_gains(reports: Mapping[str, EvaluationReport], column: str = "worst case
     return gains
 
 
+def cas_gain_intervals(reports: Mapping[str, EvaluationReport], attack: str = "worst_case",
+                       confidence: float = 0.95) -> dict[str, PairedDifference]:
+    """Per method, accuracy with CAS minus without under ``attack`` (default: the per-example worst case), with a
+    paired ``confidence`` interval (:func:`cas_edu.evaluation.paired_difference`, Bonett & Price 2012) --
+    both models saw the same test images. Methods whose reports lack per-example results are left out."""
+    out = {}
+    for name, report in reports.items():
+        partner = reports.get(f"{name}+cas")
+        if name.endswith("+cas") or partner is None or not report.correct or not partner.correct:
+            continue
+        out[display_name(name)] = evaluation.paired_difference(partner, report, attack=attack, confidence=confidence)
+    return out
+
+
 def check_cas_gains(fn, reports: Mapping[str, EvaluationReport]) -> bool:
     """Exercise checker: ``fn(reports) -> {method label: CAS gain in worst-case points}``; prints one friendly line."""
     expected = cas_gains(reports)
@@ -277,13 +385,17 @@ def check_cas_gains(fn, reports: Mapping[str, EvaluationReport]) -> bool:
     if wrong:
         sign_flip = all(abs(float(answer[k]) + expected[k]) <= 0.15 for k in wrong)
         hint = "the sign is flipped: gain = with CAS − without." if sign_flip else \
-            "compare the 'worst case' column (the lowest accuracy under any attack), in percentage points."
+            "compare the 'worst case' column (the per-example worst case), in percentage points."
         print(f"✗ Not yet: {', '.join(wrong)} differ(s) from the table; {hint}")
         return False
-    print(f"✓ Right: CAS gains in worst-case robust accuracy: {', '.join(f'{k} {v:+.1f}' for k, v in expected.items())} points.")
+    intervals = cas_gain_intervals(reports)
+    parts = [f"{k} {v:+.1f}" + (f" (95% CI {100 * intervals[k].low:+.1f} to {100 * intervals[k].high:+.1f})"
+                                if k in intervals else "") for k, v in expected.items()]
+    print(f"✓ Right: CAS gains in worst-case robust accuracy: {', '.join(parts)} points.")
     return True
 
 
-__all__ = ["PROFILES", "Profile", "Suite", "SUITE_METHODS", "cas_gains", "check_cas_gains", "cli_command",
-           "display_name", "eval_examples", "evaluate_suite", "get_profile", "is_finished",
-           "results_rows", "results_table", "run_name", "run_suite", "suite_configs", "worst_case"]
+__all__ = ["PROFILES", "Profile", "Suite", "SUITE_METHODS", "balanced_subset", "cas_gain_intervals", "cas_gains",
+           "check_cas_gains", "cli_command", "display_name", "eval_examples", "evaluate_suite", "get_profile",
+           "is_finished", "results_counts", "results_rows", "results_table", "run_name", "run_suite", "suite_configs",
+           "worst_case"]

@@ -193,7 +193,7 @@ def _compare_seeded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
     device = _device_of(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return _activations.compare_activations(model, x, y, eps, layer=layer, steps=steps)
+        return _activations.compare_activations(model, x, y, eps, layer=layer, steps=steps)  # official attack defaults
 
 
 def class_comparison(full: _activations.ActivationComparison, y: torch.Tensor,
@@ -204,7 +204,7 @@ def class_comparison(full: _activations.ActivationComparison, y: torch.Tensor,
         raise ValueError(f"No example has label {class_id}; pick a class present in y.")
     return _activations.ActivationComparison(layer=full.layer, class_id=class_id, eps=full.eps,
                                              natural=full.natural[keep], adversarial=full.adversarial[keep],
-                                             threshold=full.threshold)
+                                             threshold=full.threshold, attack=full.attack)
 
 
 def activation_view(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, eps: float, class_id: int,

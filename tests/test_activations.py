@@ -230,3 +230,42 @@ def test_compare_validates_eps_and_layer():
             A.compare_activations(model, x, y, eps=eps)
     with pytest.raises(ValueError, match="Unknown layer"):
         A.compare_activations(model, x, y, eps=0.0, layer="nope")
+
+
+# --------------------------------------------------------------------------- the official figures' attack by default
+
+
+@pytest.fixture
+def recorded_pgd(monkeypatch):
+    """Replace PGD in activations and channels by a recorder that returns the images unchanged."""
+    from cas_edu import channels
+
+    calls = []
+
+    def fake_pgd(model, x, y, eps, **kwargs):
+        calls.append({"eps": eps, **kwargs})
+        return x.clone()
+
+    monkeypatch.setattr(A, "pgd", fake_pgd)
+    monkeypatch.setattr(channels, "pgd", fake_pgd)
+    return calls
+
+
+@pytest.mark.parametrize("cas, objective", [(True, "ce+cas"), (False, "ce")])
+def test_statistics_default_to_the_official_figure_attack(recorded_pgd, cas, objective):
+    """PGD-20, step 0.003 at ε = 8/255 (scaled with ε), random start; adaptive ce+cas on CAS models."""
+    from cas_edu import channels, widgets
+
+    model = _model(cas=cas)
+    x, y = _data(8)
+    eps = 0.1
+    comparison = A.compare_activations(model, x, y, eps=eps)
+    channels.channel_data(model, x, y, [0.0, eps])
+    widgets.activation_view({"m": model}, x, y, eps, class_id=int(y[0]), model_name="m")
+    assert len(recorded_pgd) == 3
+    for call in recorded_pgd:
+        assert call["steps"] == 20 and call["objective"] == objective and call["random_start"] is True
+        assert call["step_size"] == pytest.approx(eps * 0.003 / (8 / 255))
+    assert A.figure_step_size(8 / 255) == pytest.approx(0.003)
+    assert comparison.attack == {"name": "PGD-20", "steps": 20, "step_size": pytest.approx(0.003 * eps * 255 / 8),
+                                 "objective": objective, "random_start": True}

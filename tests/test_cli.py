@@ -108,6 +108,8 @@ def test_evaluate_json_is_printed_and_saved(run_dir, capsys):
     assert set(report["accuracy"]) == {"natural", "pgd20"}
     assert set(report["accuracy"]["pgd20"]) == {"ce", "ce+cas"}
     assert all(0 <= v <= report["accuracy"]["natural"]["ce"] for v in report["accuracy"]["pgd20"].values())
+    assert report["worst_case"] <= min(report["accuracy"]["pgd20"].values()) and report["worst_case_n"] == 50
+    assert report["checkpoint"].endswith("best.pt")
     (run_dir / "eval.json").unlink()
 
 
@@ -119,15 +121,32 @@ def test_evaluate_prints_a_table_and_honours_options(run_dir, capsys):
     assert out.splitlines()[0].startswith("attack")
     assert "adaptive" not in out.splitlines()[0], "only the main-head objective was run: no adaptive column"
     fgsm_row = next(line for line in out.splitlines() if line.startswith("FGSM"))
-    assert len(fgsm_row.split()) == 2
+    assert fgsm_row.split()[1:] and fgsm_row.split()[-1] == "20" and len(fgsm_row.split()) == 3  # accuracy, n
+    worst_row = next(line for line in out.splitlines() if line.startswith("worst case (per example)"))
+    assert worst_row.split()[-1] == "20"
     assert "eps = 0.05" in out and "20 examples" in out
     assert not (run_dir / "eval.json").exists(), "a .pt path is not a run folder: no eval.json"
 
 
-def test_evaluate_reports_autoattack_by_default():
+def test_evaluate_reports_autoattack_and_for_cas_the_straight_through_attacks_by_default(run_dir, capsys, monkeypatch):
     args = cli.build_parser().parse_args(["evaluate", "runs/x"])
-    assert args.attacks.split(",") == ["natural", "fgsm", "pgd20", "cw", "autoattack"]
-    assert args.objective == "both"
+    assert args.attacks is None and args.objective == "both"
+    assert cli.default_attacks(False) == ("natural", "fgsm", "pgd20", "cw", "autoattack")
+    assert cli.default_attacks(True) == ("natural", "fgsm", "pgd20", "cw", "autoattack", "pgd-st", "autoattack-st")
+    from cas_edu import evaluation
+
+    asked = {}
+
+    def fake_evaluate(model, x, y, eps, attacks, **kwargs):
+        asked.update(attacks=tuple(attacks), **kwargs)
+        return evaluation.EvaluationReport(eps=eps, n_examples=len(x))
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    code, _, err = run_cli(capsys, "evaluate", run_dir, "--n", "10", "--subset-n", "5", "--device", "cpu",
+                           "--output", run_dir / "unused.json")
+    assert code == 0, err
+    assert asked["attacks"] == cli.default_attacks(True) and asked["subset_n"] == 5  # the run has CAS modules
+    (run_dir / "unused.json").unlink()
 
 
 def test_evaluate_output_names_the_report_file(run_dir, tmp_path, capsys):
@@ -261,3 +280,20 @@ def test_out_of_memory_says_lower_the_batch_size_and_keeps_the_last_checkpoint(t
     assert code == 1
     assert len(err.strip().splitlines()) == 1 and "--batch-size" in err and "--resume" in err
     assert read_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+
+
+def test_activations_use_the_official_attack_on_the_cas_run(run_dir, capsys, monkeypatch):
+    from cas_edu import activations
+
+    calls = []
+
+    def fake_pgd(model, x, y, eps, **kwargs):
+        calls.append(kwargs)
+        return x.clone()
+
+    monkeypatch.setattr(activations, "pgd", fake_pgd)
+    code, out, err = run_cli(capsys, "activations", run_dir, "--n", "20", "--device", "cpu")
+    assert code == 0, err
+    assert calls and all(c["objective"] == "ce+cas" and c["steps"] == 20 for c in calls)
+    assert calls[0]["step_size"] == pytest.approx(0.1 * 0.003 / (8 / 255))
+    assert "PGD-20 (ce+cas" in out

@@ -50,10 +50,10 @@ def test_run_suite_reuses_cli_runs_and_its_own(tmp_path):
     assert again.reused == {"pgd_at": True, "pgd_at+cas": True}
     assert again.histories == suite.histories
     assert "reused" in again.summary()
-    reports = pipeline.evaluate_suite(again.models, ds.test.x[:16], ds.test.y[:16], 0.1,
-                                      attacks=("natural", "pgd20"), progress=False)
+    reports = pipeline.evaluate_suite(again, ds, attacks=("natural", "pgd20"), n=16, progress=False)
     assert set(reports["pgd_at+cas"].accuracy["pgd20"]) == {"ce", "ce+cas"}
     assert set(reports["pgd_at"].accuracy["pgd20"]) == {"ce"}
+    assert reports["pgd_at"].checkpoint == str(tmp_path / "cpu" / "pgd_at" / "best.pt")
 
 
 def _report(acc, cas):
@@ -82,6 +82,7 @@ def test_table_worst_case_and_gains(reports):
     assert pipeline.cas_gains(reports, "PGD-20 main head") == {"AT": 20.0, "TRADES": 8.0}
     table = pipeline.results_table(reports)
     assert table.splitlines()[0].startswith("| model") and "| AT+CAS" in table
+    assert [c.strip() for c in table.splitlines()[2].split("|")[1:-1]] == ["n"] + ["100"] * 5  # examples per column
     with pytest.raises(ValueError, match="column"):
         pipeline.cas_gains(reports, "CW∞")
 
@@ -104,3 +105,83 @@ def test_eval_examples():
     assert x.shape == (50, 1, 8, 8) and torch.equal(y, ds.test.y[:50])
     with pytest.raises(ValueError):
         pipeline.eval_examples(ds, 0)
+
+
+# --------------------------------------------------------------------------- evaluate_suite: best.pt, subsets, intervals
+
+
+def _save_run(folder, seed):
+    """A run folder whose best.pt and checkpoint.pt hold different weights (seeds ``seed`` and ``seed + 1``)."""
+    from cas_edu.checkpoint import model_spec, save_checkpoint
+    from cas_edu.models import build
+
+    config = make_config("digits", method="pgd_at", cas=seed % 2 == 1, device="cpu", seed=0)
+    models = {}
+    for name, s in (("best.pt", seed), ("checkpoint.pt", seed + 1)):
+        torch.manual_seed(s)
+        model = build("small_cnn", num_classes=10, in_channels=1, cas=config.cas).eval()
+        save_checkpoint(folder / name, {"config": config.to_dict(), "model_spec": model_spec("small_cnn", 10, 1, model),
+                                        "model_state": model.state_dict(), "epoch": 1})
+        models[name] = model
+    return models
+
+
+def test_evaluate_suite_evaluates_best_pt_on_the_profile_examples(tmp_path):
+    import json
+
+    ds = data.load("digits")
+    saved = {name: _save_run(tmp_path / name, seed) for name, seed in (("pgd_at", 0), ("pgd_at+cas", 1))}
+    runs = {name: tmp_path / name for name in saved}
+    reports = pipeline.evaluate_suite(runs, ds, profile="cpu", attacks=("natural", "pgd20", "pgd-st"), n=40,
+                                      subset_n=20, progress=False)
+    x, y = ds.test.x[:40], ds.test.y[:40]
+    for name, models in saved.items():
+        report = reports[name]
+        with torch.no_grad():
+            expected = models["best.pt"](x).argmax(1) == y
+        assert torch.equal(report.correct["natural"]["ce"], expected), "best.pt, not the final checkpoint"
+        assert report.eps == pytest.approx(0.1) and report.checkpoint.endswith("best.pt")
+        assert report.count("pgd20") == 40 and report.count("pgd-st") == 20 and report.worst_case_n == 20
+        assert torch.equal(report.examples["pgd-st"], pipeline.evaluation.balanced_indices(y, 20, 0))
+        saved_json = json.loads((tmp_path / name / "eval.json").read_text())
+        assert saved_json["worst_case"] == report.worst_case and saved_json["n"]["pgd-st"] == 20
+    x_sub, y_sub = pipeline.balanced_subset(x, y, 20, seed=0)
+    assert torch.equal(y_sub, y[reports["pgd_at"].examples["pgd-st"]])
+    table = pipeline.results_table(reports)
+    headers = [c.strip() for c in table.splitlines()[0].split("|")[1:-1]]
+    counts = [c.strip() for c in table.splitlines()[2].split("|")[1:-1]]
+    assert dict(zip(headers, counts)) == {"model": "n", "natural": "40", "PGD-20 main head": "40",
+                                          "PGD-20 adaptive": "40", "PGD-100×5 straight-through": "20",
+                                          "worst case": "20"}
+    with pytest.raises(ValueError, match="x=..."):
+        pipeline.evaluate_suite(runs, x, y)
+
+
+def test_profiles_evaluate_what_they_claim():
+    gpu, cpu = pipeline.get_profile("gpu"), pipeline.get_profile("cpu")
+    assert gpu.n_eval is None and gpu.subset_n >= 1000  # all 10,000 test images; costly attacks on >= 1,000
+    assert {"autoattack", "pgd-st", "autoattack-st"} <= set(gpu.attacks)
+    assert cpu.subset_n < cpu.n_eval and "pgd-st" in cpu.attacks
+
+
+def _paired_reports():
+    """AT and AT+CAS on 10 examples: CAS survives examples 0-6, AT examples 3-9 (per-example worst case)."""
+    def report(survived, cas):
+        s = torch.zeros(10, dtype=torch.bool)
+        s[list(survived)] = True
+        correct = {"natural": {"ce": torch.ones(10, dtype=torch.bool)}, "pgd20": {"ce": s}}
+        return EvaluationReport(eps=0.1, n_examples=10, has_cas=cas, correct=correct, digest="same",
+                                accuracy={a: {o: c.double().mean().item() for o, c in by.items()}
+                                          for a, by in correct.items()})
+    return {"pgd_at": report(range(3, 10), False), "pgd_at+cas": report(range(0, 7), True)}
+
+
+def test_cas_gains_come_with_a_paired_interval(capsys):
+    reports = _paired_reports()
+    intervals = pipeline.cas_gain_intervals(reports)
+    assert set(intervals) == {"AT"}
+    gain = intervals["AT"]
+    assert gain.difference == 0 and (gain.a_only, gain.b_only) == (3, 3) and gain.n == 10
+    assert gain.low < 0 < gain.high
+    assert pipeline.check_cas_gains(lambda r: {"AT": 0.0}, reports)
+    assert "AT +0.0 (95% CI" in capsys.readouterr().out
