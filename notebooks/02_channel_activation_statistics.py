@@ -126,9 +126,10 @@ print("activations:", tuple(acts.shape), "| layer:", std_model.resolve_layer(Non
 # $\;\text{mag}_c = \sum_n a_{n,c} / \text{count}_c$ (0 for a channel no image activates). The natural and the
 # adversarial curves are *each* sorted in descending order.
 #
-# The paper uses 1,000 test images of one class (class 0) and PGD-20 at ε = 8/255 on the same model.
-# `activations.compare_activations` does exactly this: it crafts PGD examples on the same model and computes both
-# figures' curves. (The official script averages batch results as a running `(old + new) / 2`; we compute the true
+# The paper uses 1,000 test images of one class (class 0) and PGD-20 at ε = 8/255 on the same model (step
+# 0.003, random start; on CAS models the adaptive objective). `activations.compare_activations` does exactly
+# this by default — the official step scaled to our ε (ε · 0.003 / (8/255)) — and computes both figures'
+# curves; the explorer below passes `steps=PGD_STEPS` (10 in the `cpu` profile, to stay quick; 20 otherwise). (The official script averages batch results as a running `(old + new) / 2`; we compute the true
 # mean.) Digits have only about 20 test images per class in the cpu profile, so we look at class `CLASS_ID` *and*
 # at all classes together.
 #

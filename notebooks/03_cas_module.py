@@ -120,7 +120,7 @@ print("auxiliary logits equal to the library:", torch.allclose(aux_by_hand, aux_
 # %%
 # NBVAL_CHECK_OUTPUT
 mask_train = W[yb]                                # step 3, training: true-label rows, N × C
-k_hat = aux_by_hand.argmax(dim=1)
+k_hat = aux_library.argmax(dim=1)                # (equal logits; the library's, so a near-tie rounds alike)
 mask_eval = W[k_hat]                              # step 3, evaluation: predicted-class rows
 masked_train = f * mask_train[:, :, None, None]   # step 4: broadcast over H × W
 masked_eval = f * mask_eval[:, :, None, None]
@@ -143,7 +143,8 @@ print(f"weight row of class {int(yb[0])}: {int((row < 0).sum())} of {row.numel()
 #
 # $$\mathcal{L} = \mathrm{CE}(\text{main logits}, y) + \frac{\beta}{S}\sum_{s=1}^{S} \mathrm{CE}(\text{aux}_s, y).$$
 #
-# In adversarial training both terms are computed on the adversarial examples.
+# In PGD adversarial training both terms are computed on the adversarial examples (TRADES and MART add
+# their CAS terms differently, following the official code: notebook 04 has the table).
 
 # %%
 # NBVAL_CHECK_OUTPUT
