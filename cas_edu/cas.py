@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .runtime import flag_set
+
 DEFAULT_CAS_BETA = 2.0
 
 
@@ -120,14 +122,8 @@ def straight_through(model: nn.Module, enabled: bool = True) -> Iterator[nn.Modu
     modules = find_cas_modules(model)
     if not modules:
         raise ValueError("straight_through needs a model with CAS modules; this model has none.")
-    previous = [m.straight_through for m in modules]
-    for m in modules:
-        m.straight_through = enabled
-    try:
+    with flag_set(modules, "straight_through", enabled):
         yield model
-    finally:
-        for m, was in zip(modules, previous):
-            m.straight_through = was
 
 
 def cas_loss(

@@ -19,6 +19,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from .runtime import flag_set
+
 
 class InputQuantization(nn.Module):
     r"""Round pixels in [0, 1] to ``levels`` evenly spaced values: :math:`\mathrm{round}(x (L-1)) / (L-1)`.
@@ -68,11 +70,5 @@ def bpda(model: nn.Module) -> Iterator[nn.Module]:
     layers = [m for m in model.modules() if isinstance(m, InputQuantization)]
     if not layers:
         raise ValueError("bpda needs a model with an InputQuantization layer; wrap it with quantized_model first.")
-    previous = [m.bpda for m in layers]
-    for m in layers:
-        m.bpda = True
-    try:
+    with flag_set(layers, "bpda", True):
         yield model
-    finally:
-        for m, was in zip(layers, previous):
-            m.bpda = was

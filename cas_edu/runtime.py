@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 
@@ -51,3 +53,17 @@ def memory_format(channels_last: str, device: torch.device) -> torch.memory_form
     """``torch.channels_last`` when the setting asks for it on this device, else contiguous."""
     use = channels_last == "on" or (channels_last == "auto" and device.type == "cuda")
     return torch.channels_last if use else torch.contiguous_format
+
+
+@contextmanager
+def flag_set(modules: Sequence[torch.nn.Module], name: str, value: bool) -> Iterator[None]:
+    """Within the block, attribute ``name`` of every module in ``modules`` is ``value``; each module's previous
+    value is restored on exit, also after an error."""
+    previous = [getattr(m, name) for m in modules]
+    for m in modules:
+        setattr(m, name, value)
+    try:
+        yield
+    finally:
+        for m, was in zip(modules, previous):
+            setattr(m, name, was)
