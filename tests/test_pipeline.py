@@ -185,3 +185,15 @@ def test_cas_gains_come_with_a_paired_interval(capsys):
     assert gain.low < 0 < gain.high
     assert pipeline.check_cas_gains(lambda r: {"AT": 0.0}, reports)
     assert "AT +0.0 (95% CI" in capsys.readouterr().out
+
+
+def test_the_straight_through_column_shows_cas_and_plain_models():
+    """On CAS models the straight-through PGD runs with the adaptive objective, on plain ones with ce: one column."""
+    from cas_edu.evaluation import EvaluationReport
+
+    plain = EvaluationReport(eps=0.1, n_examples=10, accuracy={"natural": {"ce": 1.0}, "pgd-st": {"ce": 0.9}})
+    cas = EvaluationReport(eps=0.1, n_examples=10, has_cas=True,
+                           accuracy={"natural": {"ce": 1.0}, "pgd-st": {"ce+cas": 0.8}})
+    headers, rows = pipeline.results_rows({"pgd_at": plain, "pgd_at+cas": cas})
+    column = headers.index("PGD-100×5 straight-through")
+    assert [row[column] for row in rows] == ["90.0", "80.0"]
