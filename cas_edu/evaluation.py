@@ -420,11 +420,13 @@ def masking_warnings(accuracy: dict[str, dict[str, float]], reference: str, tole
         if best is not None and value < best[0] - tolerance:
             if attack == "autoattack":
                 found.append(f"AutoAttack reaches {value:.1%} accuracy, below the {best[1]}'s {best[0]:.1%}: "
-                             "PGD-20 overstates robustness here; report AutoAttack. (A stronger attack finding more "
-                             "is not by itself gradient masking; Square or FGSM beating PGD-20 would be.)")
+                             "PGD-20 and CW∞ are too weak here (each overstates robustness); report AutoAttack. "
+                             "(A stronger attack finding more is not by itself gradient masking; Square or FGSM "
+                             "beating PGD-20 would be.)")
             else:
                 found.append(f"{words} reaches {value:.1%} accuracy, below the {best[1]}'s {best[0]:.1%}: "
-                             "PGD-20 is too weak here (it overstates robustness); report the straight-through number.")
+                             "PGD-20 and CW∞ are too weak here (each overstates robustness); "
+                             "report the straight-through number.")
     plain = accuracy.get("autoattack", {}).get("ce")
     for attack, objective, words in strong:
         value = accuracy[attack][objective]
