@@ -326,15 +326,16 @@ print(f"AT+CAS under main-head and adaptive PGD-20 at ε = 0.5: {big.accuracy['p
 
 
 # %% [markdown]
-# **What the numbers say (our run: 100 images, reduced budget).** At ε = 0.1 both models are very robust
-# on digits (about 95 % under the worst attack), and **CAS does not measurably improve the worst case**
-# here (95 % for both). The main-head attack reports 2 points more than the adaptive one — the direction
-# gradient masking predicts, but 2 images out of 100 is within noise. Square and AutoAttack find nothing
-# that adaptive PGD-20 missed, so at this budget there is no sign of gradient masking, and the ε = 0.5
-# sanity check drives accuracy to about zero, as it should. The honest conclusion for this small problem:
-# CAS neither helps nor hides a weakness. The paper's gains are reported for ResNet-18 on CIFAR-10, measured
-# with the official (adaptive) attacks only; notebook 04's `gpu` profile runs that setting with the same
-# checks as here.
+# **What the numbers say (our run: 100 images, reduced budget; read them off the tables above).** At ε = 0.1
+# both models are very robust on digits, and the per-example worst cases of AT and AT+CAS lie within a couple
+# of images of each other — with 100 images that is noise, so **CAS does not measurably improve the worst
+# case** here. The main-head attack reports several points more than the adaptive one — the direction
+# gradient masking predicts: an attack that cannot steer the auxiliary argmax misses errors. Square and
+# AutoAttack (through the hard mask) find nothing that adaptive PGD-20 missed, so no warning fires, and the
+# ε = 0.5 sanity check drives accuracy to about zero, as it should. The honest conclusion for this small
+# problem: CAS neither helps nor hides a weakness *once the attack sees the auxiliary heads*. The paper's
+# gains are reported for ResNet-18 on CIFAR-10, measured with the official (adaptive) attacks only;
+# notebook 04's `gpu` profile runs that setting with the same checks plus a straight-through attack.
 
 # %% [markdown]
 # ## 6 · Exercises
