@@ -254,13 +254,15 @@ def backward(request, monkeypatch):
 @pytest.mark.slow
 def test_straight_through_pgd_is_at_least_as_strong_as_the_adaptive_pgd20(trained_cas):
     """(c) PGD-100 × 5 restarts through the straight-through masks scores no higher than the official ce+cas
-    PGD-20 (measured on 3 training seeds, 200 digits: 93.0 vs 93.5, 93.0 vs 94.0, 93.5 vs 93.5 %)."""
+    PGD-20 (measured on 3 training seeds, 200 digits: 93.0 vs 93.5, 93.0 vs 94.0, 93.5 vs 93.5 %). One seed
+    ties, and the trained model depends on the machine's floating-point details, so one example (0.5 point)
+    of slack keeps the test from failing at random while a weak straight-through attack still fails it."""
     model, x, y = trained_cas["model"], trained_cas["x"], trained_cas["y"]
     assert trained_cas["natural"] >= 0.95 and trained_cas["pgd20_cas"] <= trained_cas["natural"] - 0.02
     torch.manual_seed(0)
     x_adv = attacks.straight_through_pgd(model, x, y, EPS, steps=100, restarts=5)
     assert (x_adv - x).abs().max() <= EPS and x_adv.min() >= 0 and x_adv.max() <= 1
-    assert _accuracy(model, x_adv, y) <= trained_cas["pgd20_cas"]
+    assert _accuracy(model, x_adv, y) <= trained_cas["pgd20_cas"] + 1 / len(y)
     assert not any(m.straight_through for m in find_cas_modules(model))
 
 
