@@ -89,7 +89,8 @@ def test_training_lowers_the_loss_and_beats_chance(digits, method):
     _, history = train(config, dataset=subset(digits, 512, 144), progress=False)
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert history[-1]["val_natural_accuracy"] > 0.6, history  # ten classes: chance is 10 %
+    # ten classes: chance is 10 %; over 8 training seeds (benchmarks/test_margins.py) the value was 0.94-1.00
+    assert history[-1]["val_natural_accuracy"] > 0.6, history
 
 
 def test_same_seed_gives_identical_weights_and_different_seed_does_not(digits):
