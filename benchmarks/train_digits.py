@@ -49,7 +49,7 @@ MODELS = [("STD", "standard", False, "standard"),
           ("AT+CAS", "pgd_at", True, "pgd_at_cas")]
 ACCURACY_TARGET = 0.97
 TIME_TARGET_S = 90.0
-EVAL_ATTACKS = ("natural", "fgsm", "pgd20", "cw", "square", "autoattack")
+EVAL_ATTACKS = ("natural", "fgsm", "pgd20", "cw", "square", "autoattack", "pgd-st", "autoattack-st")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,7 +76,9 @@ def evaluation_rows(reports: dict[str, dict]) -> list[list[str]]:
         rows.append([label, pct(get(acc, "natural", "ce")), pct(get(acc, "fgsm", "ce")),
                      pct(get(acc, "pgd20", "ce")), pct(get(acc, "pgd20", "ce+cas")),
                      pct(get(acc, "cw", "ce")), pct(get(acc, "cw", "ce+cas")),
-                     pct(get(acc, "square", "ce")), pct(get(acc, "autoattack", "ce")), pct(report.get("worst_case"))])
+                     pct(get(acc, "square", "ce")), pct(get(acc, "autoattack", "ce")),
+                     pct(get(acc, "pgd-st", "ce+cas") if get(acc, "pgd-st", "ce") is None else get(acc, "pgd-st", "ce")),
+                     pct(get(acc, "autoattack-st", "ce")), pct(report.get("worst_case"))])
     return rows
 
 
@@ -160,10 +162,13 @@ def evaluate_all(args: argparse.Namespace, ds: data.Dataset, models: dict, confi
     eps = configs["AT"].eps
     print(f"\n## Robust test accuracy % (ε = {eps:g} L∞, n = {n} test images, `evaluate(..., objective=\"both\")`)\n")
     print(markdown_table(["model", "natural", "FGSM", "PGD-20 ce", "PGD-20 ce+cas", "CW∞ ce", "CW∞ ce+cas",
-                          "Square", "AutoAttack", "worst case (per example)"], evaluation_rows(reports)))
+                          "Square", "AutoAttack", "PGD-100×5 straight-through", "AutoAttack straight-through",
+                          "worst case (per example)"], evaluation_rows(reports)))
     fgsm_cas = reports["AT+CAS"]["accuracy"].get("fgsm", {}).get("ce+cas")
     print(f"\nFGSM column: main-head objective (ce); AT+CAS under FGSM ce+cas: {pct(fgsm_cas)} %. "
-          "'–': not applicable (no CAS heads). Square: 5000 queries; AutoAttack: pyautoattack standard suite.")
+          "'–': not applicable (no CAS heads). Square: 5000 queries; AutoAttack: pyautoattack standard suite. "
+          "Straight-through columns: through the BPDA masks on AT+CAS; on STD and AT (no CAS) plain PGD-100×5 and "
+          "plain AutoAttack with their own seeds.")
     any_warning = False
     for label, report in reports.items():
         for warning in report["warnings"]:
@@ -175,7 +180,8 @@ def evaluate_all(args: argparse.Namespace, ds: data.Dataset, models: dict, confi
     time_rows = [[label] + [f"{reports[label]['seconds'].get(a, 0):.1f}" for a in EVAL_ATTACKS]
                  + [f"{eval_seconds[label]:.1f}", f"{eval_load[label][0]:.2f} → {eval_load[label][1]:.2f}"]
                  for label in reports]
-    print(markdown_table(["model", "natural", "FGSM", "PGD-20", "CW∞", "Square", "AutoAttack", "total", "load 1-min"],
+    print(markdown_table(["model", "natural", "FGSM", "PGD-20", "CW∞", "Square", "AutoAttack", "PGD-100×5 ST",
+                          "AutoAttack ST", "total", "load 1-min"],
                          time_rows))
     print(f"\n(white-box columns include both objectives for AT+CAS; total of the three: "
           f"{sum(eval_seconds.values()):.1f} s)")
