@@ -8,7 +8,7 @@ input gradients are computed. ``objective="ce"`` attacks the main head alone;
 Models may be wrapped (``nn.Sequential``, DDP, ``torch.compile``): the auxiliary logits are then
 collected with forward hooks on the CAS modules that :func:`cas_edu.cas.find_cas_modules` finds.
 
-:func:`straight_through_pgd` is the attack built for CAS: PGD with restarts through the
+:func:`straight_through_pgd` is the attack built for CAS: :func:`pgd_restarts` through the
 straight-through (BPDA) backward pass of :func:`cas_edu.cas.straight_through`, which lets the
 gradient see the mask choice ``W[argmax aux]``; :func:`autoattack` runs pyautoattack, optionally
 through the same straight-through model.
@@ -322,39 +322,49 @@ def trades_kl_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
     return _exact_linf(x_adv, x, eps)
 
 
-def straight_through_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100,
-                         restarts: int = 5, step_size: float | None = None, objective: str = "ce+cas",
-                         loss: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
-    """The adaptive attack built for CAS: L∞ PGD through the straight-through (BPDA) CAS model, with restarts.
-
-    Each of ``restarts`` runs is :func:`pgd` from a uniform random start inside
-    :func:`cas_edu.cas.straight_through`, so the gradient differentiates the softmax-weighted mask
-    where the model uses ``W[argmax aux]`` (Athalye, Carlini & Wagner, ICML 2018, BPDA). Per example
-    the worst case over restarts is returned: the restart with the largest margin (best wrong logit
-    minus true logit) of the deployed, hard-mask model, so an example counts as broken when any restart
-    breaks it. ``step_size`` defaults to 2.5·ε/steps; ``objective`` and ``loss`` as in :func:`pgd`
-    (default CE(main) + β · mean CE(aux)). ``x``: N×C×H×W in [0, 1]; ``eps`` in pixel units.
-    Raises ``ValueError`` for bad arguments or a model without CAS modules.
-    """
-    validate_attack_inputs(model, x, y, eps, objective)
-    if y is None:
-        raise ValueError("This attack needs the true labels y (an integer tensor of shape (N,)).")
+def pgd_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100,
+                 restarts: int = 5, step_size: float | None = None, objective: str = "ce", loss: str = "ce",
+                 beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
+    """L∞ :func:`pgd` from ``restarts`` uniform random starts, keeping per example the worst case over restarts:
+    the restart with the largest margin (best wrong logit minus true logit) of the model's forward pass, so an
+    example counts as broken when any restart breaks it. Arguments as in :func:`pgd`; ``x``: N×C×H×W in
+    [0, 1], ``eps`` in pixel units. Returns adversarial images shaped like ``x``. Raises ``ValueError`` for
+    bad arguments."""
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}.")
-    if not has_cas(model):
-        raise ValueError("straight_through_pgd needs a model with CAS modules; use pgd for this model.")
     x = x.detach()
     best, best_margin = x.clone(), torch.full((x.shape[0],), float("-inf"), device=x.device)
     for _ in range(restarts):
-        with cas_lib.straight_through(model):
-            x_adv = pgd(model, x, y, eps, step_size=step_size, steps=steps, random_start=True, objective=objective,
-                        beta=beta, loss=loss)
+        x_adv = pgd(model, x, y, eps, step_size=step_size, steps=steps, random_start=True, objective=objective,
+                    beta=beta, loss=loss)
         with torch.no_grad(), eval_mode(model):
             margin = margin_loss(model(x_adv), y, kappa=float("inf"))
         better = margin > best_margin
         best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
         best_margin = torch.where(better, margin, best_margin)
     return best
+
+
+def straight_through_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100,
+                         restarts: int = 5, step_size: float | None = None, objective: str = "ce+cas",
+                         loss: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
+    """The adaptive attack built for CAS: :func:`pgd_restarts` through the straight-through (BPDA) CAS model.
+
+    Every restart runs inside :func:`cas_edu.cas.straight_through`, so the gradient differentiates the
+    softmax-weighted mask where the model uses ``W[argmax aux]`` (Athalye, Carlini & Wagner, ICML 2018,
+    BPDA); the forward pass, and so the margin that picks the worst restart per example, is the deployed
+    hard-mask model's. ``step_size`` defaults to 2.5·ε/steps; ``objective`` and ``loss`` as in :func:`pgd`
+    (default CE(main) + β · mean CE(aux)). ``x``: N×C×H×W in [0, 1]; ``eps`` in pixel units.
+    Raises ``ValueError`` for bad arguments or a model without CAS modules.
+    """
+    validate_attack_inputs(model, x, y, eps, objective)
+    if y is None:
+        raise ValueError("This attack needs the true labels y (an integer tensor of shape (N,)).")
+    if not has_cas(model):
+        raise ValueError("straight_through_pgd needs a model with CAS modules; use pgd_restarts for this model.")
+    with cas_lib.straight_through(model):
+        return pgd_restarts(model, x, y, eps, steps=steps, restarts=restarts, step_size=step_size,
+                            objective=objective, loss=loss, beta=beta)
 
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, attacks: list[str] | None = None,

@@ -327,19 +327,11 @@ def _white_box(name: str, eps: float, objective: str):
 
 def _straight_through_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, cas: bool) -> torch.Tensor:
     """PGD-100 with 5 restarts through the straight-through masks (:func:`cas_edu.attacks.straight_through_pgd`,
-    objective CE(main) + β · mean CE(aux)); without CAS, plain PGD-100 on CE with 5 restarts, keeping per
-    example the restart with the largest margin (the same selection)."""
+    objective CE(main) + β · mean CE(aux)); without CAS, plain PGD-100 on CE with 5 restarts
+    (:func:`cas_edu.attacks.pgd_restarts`, the same per-example selection)."""
     if cas:
         return attack_lib.straight_through_pgd(model, x, y, eps, steps=ST_STEPS, restarts=ST_RESTARTS)
-    best, best_margin = x.clone(), torch.full((len(x),), float("-inf"), device=x.device)
-    for _ in range(ST_RESTARTS):
-        x_adv = attack_lib.pgd(model, x, y, eps, steps=ST_STEPS, random_start=True)
-        with torch.no_grad(), attack_lib.eval_mode(model):
-            margin = attack_lib.margin_loss(model(x_adv), y, kappa=float("inf"))
-        better = margin > best_margin
-        best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
-        best_margin = torch.where(better, margin, best_margin)
-    return best
+    return attack_lib.pgd_restarts(model, x, y, eps, steps=ST_STEPS, restarts=ST_RESTARTS)
 
 
 def _predict_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, craft) -> torch.Tensor:
