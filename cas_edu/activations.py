@@ -234,7 +234,7 @@ def compare_activations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
         device = _model_device(model)
         x_adv = torch.cat([
             pgd(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device), eps,
-                step_size=step_size or None, steps=steps, random_start=True, objective=objective).cpu()
+                step_size=step_size, steps=steps, random_start=True, objective=objective).cpu()
             for i in range(0, x.shape[0], batch_size)
         ])
         adversarial = channel_activations(model, x_adv, layer, batch_size)

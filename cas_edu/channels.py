@@ -88,7 +88,6 @@ class ChannelData:
     adversarial_pred: dict[float, torch.Tensor] = field(default_factory=dict)
     objective: str = "ce"
     steps: int = FIGURE_STEPS
-    step_fraction: float = figure_step_size(1.0)  # PGD step ÷ ε
 
     @property
     def has_cas(self) -> bool:
@@ -129,7 +128,7 @@ def channel_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values:
     pre, post, classes = masked_channel_activations(model, x, name, batch_size)
     out = ChannelData(layer=name, eps_values=eps_values, y=y, weight=weight, natural_pre=pre, natural_post=post,
                       natural_mask_class=classes, natural_pred=_predict(model, x, batch_size), objective=objective,
-                      steps=steps, step_fraction=figure_step_size(1.0))
+                      steps=steps)
     device = _device(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)

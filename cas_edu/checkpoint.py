@@ -40,14 +40,21 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(json.dumps(data, indent=2).encode()))
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict safely; refuse files that need arbitrary pickled code."""
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The file a run folder is loaded from: ``best.pt``, else ``checkpoint.pt``; a file path (or a folder
+    holding neither) is returned unchanged."""
     path = Path(path)
     if path.is_dir():
         for name in ("best.pt", "checkpoint.pt"):
             if (path / name).is_file():
-                path = path / name
-                break
+                return path / name
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict safely (a run folder: :func:`checkpoint_file`); refuse files that need arbitrary
+    pickled code."""
+    path = checkpoint_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}; train one with `python -m cas_edu train --out DIR`.")
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from . import data
-from .checkpoint import read_checkpoint, write_json
+from .checkpoint import checkpoint_file, read_checkpoint, write_json
 from .evaluation import ATTACKS, STRAIGHT_THROUGH
 from .models import MODELS
 from .presets import METHODS, PRESETS, TrainConfig
@@ -180,9 +180,7 @@ def _command_evaluate(args: argparse.Namespace) -> int:
         [a.strip() for a in args.attacks.split(",") if a.strip()]
     report = evaluate(model, x, y, eps, attacks=attacks, objective=args.objective, batch_size=args.batch_size,
                       seed=args.seed, progress=not args.json and sys.stderr.isatty(), subset_n=args.subset_n)
-    run = Path(args.run)
-    report.checkpoint = str(next((run / f for f in ("best.pt", "checkpoint.pt") if (run / f).is_file()), run)
-                            if run.is_dir() else run)
+    report.checkpoint = str(checkpoint_file(args.run))
     if args.output:
         write_json(Path(args.output), report.to_dict())
     elif Path(args.run).is_dir():

@@ -21,11 +21,13 @@ from typing import Mapping, Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import data, evaluation, training
-from .checkpoint import load_checkpoint, read_checkpoint
+from .checkpoint import checkpoint_file, load_checkpoint, read_checkpoint, write_json
 from .evaluation import EvaluationReport, PairedDifference
 from .presets import METHODS, TrainConfig, make_config
+from .runtime import resolve_device
 
 SUITE_METHODS: tuple[str, ...] = ("pgd_at", "trades", "mart")
 METHOD_LABELS = {"standard": "Standard", "pgd_at": "AT", "trades": "TRADES", "mart": "MART"}
@@ -243,10 +245,6 @@ def evaluate_suite(runs: "Suite | Mapping[str, nn.Module | str | Path]", dataset
         if len(values) != 1:
             raise ValueError(f"cannot tell one ε from the runs ({found}); pass eps=....")
         eps = values.pop()
-    from tqdm.auto import tqdm
-
-    from .runtime import resolve_device
-
     show = training._show_progress(progress)
     reports = {}
     for name, source in tqdm(list(sources.items()), desc="evaluate", disable=not show):
@@ -257,10 +255,8 @@ def evaluate_suite(runs: "Suite | Mapping[str, nn.Module | str | Path]", dataset
         report = evaluation.evaluate(model, x, y, eps, attacks=attacks, objective="both", seed=seed,
                                      batch_size=batch_size, square_queries=square_queries, subset_n=subset_n)
         if where is not None:
-            report.checkpoint = str(where / "best.pt" if (where / "best.pt").is_file() else where)
+            report.checkpoint = str(checkpoint_file(where))
             if save and where.is_dir():
-                from .checkpoint import write_json
-
                 write_json(where / "eval.json", report.to_dict())
         reports[name] = report
     return reports
