@@ -201,7 +201,7 @@ for scope, comparisons in ((f"class {CLASS_ID}", per_class), ("all classes", all
 # pattern below is what we saw with the cpu profile (check whether it still holds in yours, and in the full profile):
 #
 # * **Observation 1 (magnitude) holds only partly.** Over all classes, the STD model's *largest* adversarial
-#   magnitudes exceed the natural ones (top-10 ratio about 1.2 in our run), as in the paper's Figure 1, while for the AT
+#   magnitudes exceed the natural ones (top-10 ratio about 1.1 in our run), as in the paper's Figure 1, while for the AT
 #   model the ratio is at or below 1 — AT removes the effect, as the paper says. But the *mean* activation of
 #   adversarial images is *smaller* for both models (the first ratio in the table is below 1): PGD boosts a few
 #   channels and lowers many others. And within class 0 alone (about 20 images) even the top magnitudes are lower

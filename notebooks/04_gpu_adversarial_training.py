@@ -32,7 +32,7 @@
 # **Profiles.** A config cell picks one:
 #
 # * `cpu` (default, what the tests run): 8×8 digits, a small CNN, 6 short epochs, PGD-5 training attacks;
-#   `best.pt` evaluated on 200 test images, with a reduced Square budget and the straight-through attack
+#   `best.pt` evaluated on 200 test images, with Square (a reduced budget) and the straight-through attack
 #   on a class-balanced 100 of them. Finishes on a laptop in a few minutes.
 # * `gpu`: CIFAR-10, ResNet-18 with CAS on both blocks of layer4, the official schedules (AT 200 epochs,
 #   TRADES 100, MART 120); `best.pt` (chosen on the validation split) evaluated with the white-box attacks
