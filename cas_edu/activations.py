@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import torch
 from torch import nn
 
-from .attacks import eval_mode, has_cas, pgd, validate_attack_inputs
+from .attacks import classifier_details, eval_mode, find_classifier, has_cas, pgd, validate_attack_inputs
+from .validation import check_inputs, model_device, num_classes
 
 DEFAULT_THRESHOLD = 0.01
 #: The attack of the official Figures 1-2 (ActivationAnalysis scripts): PGD-20, step 0.003 at ε = 8/255, random start.
@@ -45,30 +47,37 @@ def _check_threshold(threshold: float) -> None:
         raise ValueError(f"threshold is a fraction of each example's largest channel and must lie in [0, 1], got {threshold}.")
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(iter(model.parameters()), None)
-    return param.device if param is not None else torch.device("cpu")
+def _resolve_layer(model: nn.Module, layer: str | None) -> str | None:
+    """``layer`` as the name the classifier inside ``model`` uses (``None`` → its default layer, aliases resolved)."""
+    resolve = getattr(find_classifier(model), "resolve_layer", None)
+    return resolve(layer) if resolve is not None else layer
 
 
 def channel_activations(model: nn.Module, x: torch.Tensor, layer: str | None = None,
                         batch_size: int = 256) -> torch.Tensor:
-    """Spatially averaged pre-mask activations (N×C, CPU float32) of ``layer`` for images ``x``, in eval mode."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2 or x.shape[0] < 1:
+    """Spatially averaged pre-mask activations (N×C, CPU float32) of ``layer`` for images ``x``, in eval mode.
+
+    ``x``: N ≥ 1 images (input rule: :mod:`cas_edu.validation`); ``model`` may be wrapped (``nn.Sequential``,
+    DDP, ``torch.compile``): the activations are those of the classifier inside it, on the input it receives.
+    Raises ``ValueError`` for bad images, an unknown layer or a model without named layers.
+    """
+    x, _ = check_inputs(model, x, None, labels_required=False)
+    if x.shape[0] < 1:
         raise ValueError("x must be a non-empty floating-point tensor of images shaped N×C×H×W.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    resolve = getattr(model, "resolve_layer", None)
-    name = resolve(layer) if resolve is not None else layer
-    device = _model_device(model)
+    name = _resolve_layer(model, layer)
+    device = model_device(model)
     chunks = []
     with eval_mode(model), torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
-            activations = model.forward_details(x[start:start + batch_size].to(device)).activations
+            classifier, details = classifier_details(model, x[start:start + batch_size].to(device))
+            activations = details.activations
             if name not in activations:
-                aliases = getattr(model, "layer_aliases", {})
+                aliases = getattr(classifier, "layer_aliases", {})
                 hint = f" (aliases: {', '.join(f'{a}→{t}' for a, t in aliases.items())})" if aliases else ""
                 raise ValueError(
-                    f"Unknown layer {layer!r} for {type(model).__name__}; choose one of "
+                    f"Unknown layer {layer!r} for {type(classifier).__name__}; choose one of "
                     f"{', '.join(activations)}{hint}, or None for the default layer."
                 )
             features = activations[name]
@@ -204,7 +213,9 @@ def compare_activations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     (:func:`figure_step_size`: 0.003 at ε = 8/255), and on CAS models the adaptive objective ``ce+cas``
     (CE(main) + β · mean CE(aux), :func:`default_objective`); ``ce`` otherwise. The random start draws
     from the global RNG (no reseeding). PGD runs in batches of ``batch_size``; ``eps = 0`` uses the
-    natural images unchanged. ``comparison.attack`` records steps, step size and objective.
+    natural images unchanged. ``comparison.attack`` records steps, step size and objective. ``x``, ``y``: images
+    and labels by the input rule of :mod:`cas_edu.validation`; ``model`` may be wrapped (``nn.Sequential``, DDP,
+    ``torch.compile``). Raises ``ValueError`` for bad inputs, ε outside [0, 1] or an absent ``class_id``.
     """
     objective = default_objective(model) if objective is None else objective
     if step_size is None:
@@ -214,24 +225,26 @@ def compare_activations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     _check_threshold(threshold)
-    validate_attack_inputs(model, x, y, eps, objective)
-    if y is None or x.shape[0] < 1:
+    if y is None:
+        raise ValueError("compare_activations needs the labels y of the images (an integer tensor of shape (N,)).")
+    x, y = validate_attack_inputs(model, x, y, eps, objective)
+    if x.shape[0] < 1:
         raise ValueError("compare_activations needs at least one image and its labels y.")
     if class_id is not None:
-        num_classes = getattr(model, "num_classes", None)
-        if class_id < 0 or (num_classes is not None and class_id >= num_classes):
-            raise ValueError(f"class_id must lie in [0, {num_classes}), got {class_id}.")
+        classes = num_classes(model, x)
+        if isinstance(class_id, bool) or not isinstance(class_id, Integral) or class_id < 0 or (
+                classes is not None and class_id >= classes):
+            raise ValueError(f"class_id must be a class index in [0, {classes}), got {class_id!r}.")
         keep = (y == class_id).to(x.device)
         if not keep.any():
             raise ValueError(f"No example has label {class_id}; pick a class present in y or class_id=None.")
         x, y = x[keep], y.to(x.device)[keep]
-    resolve = getattr(model, "resolve_layer", None)
-    name = resolve(layer) if resolve is not None else layer
+    name = _resolve_layer(model, layer)
     natural = channel_activations(model, x, layer, batch_size)
     if eps == 0:
         adversarial = natural.clone()
     else:
-        device = _model_device(model)
+        device = model_device(model)
         x_adv = torch.cat([
             pgd(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device), eps,
                 step_size=step_size, steps=steps, random_start=True, objective=objective).cpu()

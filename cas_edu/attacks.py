@@ -1,12 +1,16 @@
 """White-box L∞/L2 attacks: FGSM, PGD, CW∞ (PGD on the margin loss) and the TRADES KL attack.
 
 Every attack takes ``(model, x, y, eps, ...)`` and returns adversarial images with
-‖x_adv − x‖ ≤ ε and x_adv ∈ [0, 1]. The model runs in evaluation mode (BatchNorm statistics
-frozen, CAS masks from the auxiliary predictions) and its mode is restored afterwards; only
-input gradients are computed. ``objective="ce"`` attacks the main head alone;
+‖x_adv − x‖ ≤ ε and x_adv ∈ [0, 1], in the dtype of ``x``. Images and labels follow the input rule of
+:mod:`cas_edu.validation` (finite images in [0, 1], any floating dtype, cast to the model's; integer labels
+in [0, K), cast to int64); anything else raises ``ValueError``. The model runs in evaluation mode (BatchNorm
+statistics frozen, CAS masks from the auxiliary predictions) and every submodule gets its own mode back
+afterwards; only input gradients are computed, also when the caller is inside ``torch.no_grad()`` or
+``torch.inference_mode()``. ``objective="ce"`` attacks the main head alone;
 ``objective="ce+cas"`` adds β · mean CE of the auxiliary CAS heads, the official adaptive attack.
 Models may be wrapped (``nn.Sequential``, DDP, ``torch.compile``): the auxiliary logits are then
-collected with forward hooks on the CAS modules that :func:`cas_edu.cas.find_cas_modules` finds.
+collected with forward hooks on the CAS modules that :func:`cas_edu.cas.find_cas_modules` finds; DDP and
+``DataParallel`` are looked through (:func:`cas_edu.cas.unwrap_parallel`), giving the unwrapped model's numbers.
 
 :func:`straight_through_pgd` is the attack built for CAS: :func:`pgd_restarts` through the
 straight-through (BPDA) backward pass of :func:`cas_edu.cas.straight_through`, which lets the
@@ -15,29 +19,24 @@ through the same straight-through model.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
+import math
+from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import cas as cas_lib
-from .cas import DEFAULT_CAS_BETA
+from .cas import DEFAULT_CAS_BETA, unwrap_parallel
+from .validation import (autograd_ready, check_inputs, eval_mode, gradients_on, model_device,
+                         refuse_inference_parameters)
+
+if TYPE_CHECKING:
+    from .models import ModelOutput
 
 OBJECTIVES = ("ce", "ce+cas")
 NORMS = ("linf", "l2")
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in evaluation mode for the block and restore its previous mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def has_cas(model: nn.Module) -> bool:
@@ -68,23 +67,85 @@ def forward_with_aux(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, l
     return logits, aux
 
 
+def find_classifier(model: nn.Module) -> nn.Module | None:
+    """The cas_edu classifier inside ``model``: ``model`` itself or the first module inside it (looking through
+    wrappers, :func:`cas_edu.cas.modules_through_wrappers`) with a ``forward_details`` method; None without one."""
+    for module in cas_lib.modules_through_wrappers(unwrap_parallel(model)):
+        if callable(getattr(module, "forward_details", None)):
+            return module
+    return None
+
+
+def classifier_details(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, "ModelOutput"]:
+    """``(classifier, details)``: the classifier inside ``model`` (:func:`find_classifier`) and its
+    ``forward_details`` output (logits, auxiliary logits, pre-mask activations by layer) for ``x`` as ``model``
+    feeds it. A wrapper that transforms the input (``nn.Sequential(normalize, model)``) runs once with a hook
+    that records what reaches the classifier, which then runs ``forward_details`` on exactly that. Raises
+    ``ValueError`` when ``model`` holds no such classifier or never calls it."""
+    model = unwrap_parallel(model)
+    if callable(getattr(model, "forward_details", None)):
+        return model, model.forward_details(x)
+    inner = find_classifier(model)
+    if inner is None:
+        raise ValueError(f"{type(model).__name__} holds no cas_edu classifier with named layers (forward_details); "
+                         "pass a model built by cas_edu.models, bare or wrapped.")
+    seen: list[torch.Tensor] = []
+    handle = inner.register_forward_pre_hook(lambda _m, args: seen.append(args[0]) if not seen else None)
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    if not seen:
+        raise ValueError(f"{type(model).__name__}'s forward never called the classifier inside it; pass the classifier.")
+    return inner, inner.forward_details(seen[0])
+
+
 def validate_attack_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float,
-                           objective: str = "ce", norm: str = "linf") -> None:
-    """Raise ``ValueError`` with a plain sentence when an attack's arguments cannot be right."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
-        raise ValueError("x must be a floating-point tensor of images shaped N×C×H×W.")
-    if y is not None and (y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point()):
-        raise ValueError(f"y must be an integer label tensor of shape ({x.shape[0]},), got {tuple(y.shape)}.")
+                           objective: str = "ce", norm: str = "linf") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Check an attack's arguments and return ``(x, y)`` cast by the input rule of :mod:`cas_edu.validation`
+    (x in the model's dtype, y int64 in [0, K); ``y=None`` is passed through). Raises ``ValueError`` with a
+    plain sentence when an argument cannot be right."""
     if norm not in NORMS:
         raise ValueError(f"Unknown norm {norm!r}; choose one of {', '.join(NORMS)}.")
-    if not (eps >= 0 and (eps <= 1 or norm == "l2")):
-        raise ValueError(f"eps must lie in [0, 1] for L∞ images in [0, 1], got {eps}.")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError("x must hold images scaled to [0, 1]; divide uint8 images by 255.")
+    if not isinstance(eps, Real) or isinstance(eps, bool) or not (
+            math.isfinite(eps) and eps >= 0 and (eps <= 1 or norm == "l2")):
+        raise ValueError(f"eps must lie in [0, 1] for L∞ images in [0, 1] (a finite number ≥ 0 for L2), got {eps}.")
+    x, y = check_inputs(model, x, y, labels_required=False)
     if objective not in OBJECTIVES:
         raise ValueError(f"Unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
     if objective == "ce+cas" and not has_cas(model):
         raise ValueError("objective 'ce+cas' needs a model with CAS modules; use objective='ce' for this model.")
+    return x, y
+
+
+def _check_steps(steps: int, name: str = "steps") -> None:
+    if isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {steps!r}.")
+
+
+def _check_schedule(steps: int, step_size: float, eps: float) -> None:
+    """Raise ``ValueError`` unless ``steps`` is a whole number ≥ 1 and ``step_size`` finite and positive
+    (any finite value when ``eps`` is 0: nothing can move)."""
+    _check_steps(steps)
+    if not isinstance(step_size, Real) or isinstance(step_size, bool) or not math.isfinite(step_size) \
+            or (step_size <= 0 and eps > 0):
+        raise ValueError(f"step_size must be a finite positive number, got {step_size!r}.")
+
+
+def _check_device(model: nn.Module, x: torch.Tensor) -> None:
+    device = model_device(model)
+    if x.device != device:
+        raise ValueError(f"x is on {x.device} but the model on {device}; move the images with x.to({str(device)!r}).")
+
+
+def _in_caller_dtype(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf") -> torch.Tensor:
+    """``x_adv`` (computed in the model's dtype) in the dtype of the caller's images ``x``, clipped again so the
+    budget holds exactly against ``x`` itself."""
+    if x_adv.dtype == x.dtype:
+        return x_adv
+    x = x.detach()
+    x_adv = x_adv.to(x.dtype)
+    return _exact_linf(x_adv, x, eps) if norm == "linf" else _exact_l2(x_adv, x, eps)
 
 
 def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
@@ -238,23 +299,28 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
     ``random_start``: ``True``/``"uniform"`` starts uniformly in the ε-ball (L∞) or ball (L2);
     ``"normal"`` starts at x + 0.001·N(0, 1) projected onto the ball ∩ [0, 1], as the official
     MART+CAS training attack does (MART/mart_reg.py); ``False``/``"none"`` starts at x.
-    Raises ``ValueError`` for any other value.
+    ``x``: N×C×H×W images in [0, 1], ``y``: N labels (input rule: :mod:`cas_edu.validation`); ``eps`` in
+    pixel units (L∞ in [0, 1]; L2 any finite ε ≥ 0). Returns adversarial images shaped like ``x``, in its dtype.
+    Raises ``ValueError`` for bad images or labels, ``steps`` < 1, a step size that is not finite and positive,
+    ``x`` on another device than the model, and any other ``random_start``.
     """
     start = _start_kind(random_start)
-    validate_attack_inputs(model, x, y, eps, objective, norm)
+    model = unwrap_parallel(model)
+    caller_x = x
+    x, y = validate_attack_inputs(model, x, y, eps, objective, norm)
     if y is None:
         raise ValueError("This attack needs the true labels y (an integer tensor of shape (N,)).")
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}.")
+    _check_steps(steps)
     if loss not in ("ce", "margin"):
         raise ValueError(f"Unknown loss {loss!r}; choose 'ce' or 'margin'.")
     if step_size is None:
         step_size = 2.5 * eps / steps or eps  # a subnormal ε can underflow the default to 0
-    if step_size <= 0 and eps > 0:
-        raise ValueError(f"step_size must be positive, got {step_size}.")
-    x = x.detach()
-    low, high = _linf_bounds(x, eps) if norm == "linf" else (None, None)
-    with eval_mode(model):
+    _check_schedule(steps, step_size, eps)
+    _check_device(model, x)
+    refuse_inference_parameters(model)
+    with gradients_on(), eval_mode(model):
+        x, y = autograd_ready(x.detach()), autograd_ready(y)
+        low, high = _linf_bounds(x, eps) if norm == "linf" else (None, None)
         if start == "none" or eps == 0:
             x_adv = x.clone()
         elif start == "uniform":
@@ -271,7 +337,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
                 x_adv = _linf_step(x_adv, grad, step_size, low, high)
             else:
                 x_adv = project(_l2_step(x_adv.detach(), grad, step_size), x, eps, norm)
-    return _exact_linf(x_adv, x, eps) if norm == "linf" else _exact_l2(x_adv, x, eps)
+        x_adv = _exact_linf(x_adv, x, eps) if norm == "linf" else _exact_l2(x_adv, x, eps)
+    return _in_caller_dtype(x_adv, caller_x, eps, norm)
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, random_start: bool = False,
@@ -297,15 +364,25 @@ def cw_inf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_
 
 def trades_kl_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: float, steps: int = 10,
                      objective: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
-    """The TRADES inner maximisation: KL(p(x_adv) ‖ p(x)) from a 0.001·N(0, 1) start (plus the aux-head KLs for ``ce+cas``)."""
-    validate_attack_inputs(model, x, None, eps, objective)
-    x = x.detach()
-    with eval_mode(model), torch.no_grad():
-        natural_logits, natural_aux = forward_with_aux(model, x) if objective == "ce+cas" else (model(x), [])
-        natural_probs = natural_logits.softmax(dim=1)
-        natural_aux = [a.softmax(dim=1) for a in natural_aux]
-    low, high = _linf_bounds(x, eps)
-    with eval_mode(model):
+    """The TRADES inner maximisation: KL(p(x_adv) ‖ p(x)) from a 0.001·N(0, 1) start (plus the aux-head KLs for ``ce+cas``).
+
+    ``x``: N×C×H×W images in [0, 1] (no labels needed); ``eps`` in pixel units; ``step_size`` finite and
+    positive, ``steps`` ≥ 1. Returns adversarial images shaped like ``x``, in its dtype. Raises ``ValueError``
+    for bad arguments, as :func:`pgd` does.
+    """
+    model = unwrap_parallel(model)
+    caller_x = x
+    x, _ = validate_attack_inputs(model, x, None, eps, objective)
+    _check_schedule(steps, step_size, eps)
+    _check_device(model, x)
+    refuse_inference_parameters(model)
+    with gradients_on(), eval_mode(model):
+        x = autograd_ready(x.detach())
+        with torch.no_grad():
+            natural_logits, natural_aux = forward_with_aux(model, x) if objective == "ce+cas" else (model(x), [])
+            natural_probs = natural_logits.softmax(dim=1)
+            natural_aux = [a.softmax(dim=1) for a in natural_aux]
+        low, high = _linf_bounds(x, eps)
         x_adv = torch.clamp(x + 0.001 * torch.randn_like(x), low, high)
         for _ in range(steps):
             x_adv.requires_grad_(True)
@@ -319,7 +396,8 @@ def trades_kl_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
                                               for a, p in zip(aux, natural_aux)]).mean()
             (grad,) = torch.autograd.grad(kl, x_adv)
             x_adv = _linf_step(x_adv, grad, step_size, low, high)
-    return _exact_linf(x_adv, x, eps)
+        x_adv = _exact_linf(x_adv, x, eps)
+    return _in_caller_dtype(x_adv, caller_x, eps)
 
 
 def pgd_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100,
@@ -330,8 +408,12 @@ def pgd_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     example counts as broken when any restart breaks it. Arguments as in :func:`pgd`; ``x``: N×C×H×W in
     [0, 1], ``eps`` in pixel units. Returns adversarial images shaped like ``x``. Raises ``ValueError`` for
     bad arguments."""
-    if restarts < 1:
-        raise ValueError(f"restarts must be at least 1, got {restarts}.")
+    _check_steps(restarts, "restarts")
+    model = unwrap_parallel(model)
+    caller_x = x
+    x, y = validate_attack_inputs(model, x, y, eps, objective)
+    if y is None:
+        raise ValueError("This attack needs the true labels y (an integer tensor of shape (N,)).")
     x = x.detach()
     best, best_margin = x.clone(), torch.full((x.shape[0],), float("-inf"), device=x.device)
     for _ in range(restarts):
@@ -342,7 +424,7 @@ def pgd_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
         better = margin > best_margin
         best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
         best_margin = torch.where(better, margin, best_margin)
-    return best
+    return _in_caller_dtype(best, caller_x, eps)
 
 
 def straight_through_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100,
@@ -357,6 +439,7 @@ def straight_through_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     (default CE(main) + β · mean CE(aux)). ``x``: N×C×H×W in [0, 1]; ``eps`` in pixel units.
     Raises ``ValueError`` for bad arguments or a model without CAS modules.
     """
+    model = unwrap_parallel(model)
     validate_attack_inputs(model, x, y, eps, objective)
     if y is None:
         raise ValueError("This attack needs the true labels y (an integer tensor of shape (N,)).")
@@ -370,7 +453,7 @@ def straight_through_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, attacks: list[str] | None = None,
                batch_size: int = 256, seed: int = 0, square_queries: int = 5000,
                straight_through: bool = False) -> torch.Tensor:
-    """Adversarial images (shaped like ``x``, on the model's device) from pyautoattack's L∞ AutoAttack.
+    """Adversarial images (shaped like ``x``, in its dtype, on the model's device) from pyautoattack's L∞ AutoAttack.
 
     ``attacks=None`` runs the standard suite (APGD-CE, APGD-T, FAB-T, Square with ``square_queries``);
     a list (e.g. ``["apgd-ce", "apgd-t"]``) runs those alone (version "custom"). With
@@ -385,18 +468,22 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, a
 
     from pyautoattack import AutoAttack
 
-    validate_attack_inputs(model, x, y, eps)
+    model = unwrap_parallel(model)
+    caller_x = x
+    x, y = validate_attack_inputs(model, x, y, eps)
     if y is None:
         raise ValueError("AutoAttack needs the true labels y (an integer tensor of shape (N,)).")
     if straight_through and not has_cas(model):
         raise ValueError("straight_through=True needs a model with CAS modules; pass straight_through=False.")
-    device = next(model.parameters()).device
+    refuse_inference_parameters(model)
+    device = model_device(model)
     logging.getLogger("auto-attack").setLevel(logging.WARNING)
     context = cas_lib.straight_through(model) if straight_through else nullcontext()
-    with eval_mode(model), context:
+    with gradients_on(), eval_mode(model), context:
         version = "standard" if attacks is None else "custom"
         adversary = AutoAttack(model, norm="Linf", eps=eps, version=version, attacks=attacks, device=device, seed=seed)
         adversary.square.n_queries = square_queries
         adversary.verbose = False
-        x_adv, _ = adversary.run_standard_evaluation(x.to(device), y.to(device), batch_size=batch_size)
-    return x_adv
+        x_dev, y_dev = autograd_ready(x.detach().to(device)), autograd_ready(y.to(device))
+        x_adv, _ = adversary.run_standard_evaluation(x_dev, y_dev, batch_size=batch_size)
+    return _in_caller_dtype(x_adv, caller_x.to(device), eps)

@@ -79,17 +79,14 @@ class CASModule(nn.Module):
         return features * mask[:, :, None, None], aux_logits
 
 
-def find_cas_modules(model: nn.Module) -> list[CASModule]:
-    """Every :class:`CASModule` inside ``model``, in registration order, each once.
-
-    Looks through wrappers: ``nn.Sequential`` (e.g. preprocessing + model), DDP and any module that
-    holds the model as a submodule (``.module``), and ``torch.compile``'s ``OptimizedModule``
-    (``._orig_mod``), also when such an attribute was set without registering it as a submodule.
-    Raises ``ValueError`` when ``model`` is not an ``nn.Module``.
-    """
+def modules_through_wrappers(model: nn.Module) -> list[nn.Module]:
+    """Every module inside ``model`` (``model`` first, then in registration order), each once, looking through
+    wrappers: ``nn.Sequential``, DDP and any module that holds the model as ``.module``, and ``torch.compile``'s
+    ``OptimizedModule`` (``._orig_mod``), also when such an attribute was set without registering it as a
+    submodule. Raises ``ValueError`` when ``model`` is not an ``nn.Module``."""
     if not isinstance(model, nn.Module):
-        raise ValueError(f"find_cas_modules needs an nn.Module, got {type(model).__name__}.")
-    found: list[CASModule] = []
+        raise ValueError(f"expected an nn.Module (a model), got {type(model).__name__}.")
+    found: list[nn.Module] = []
     seen: set[int] = set()
     pending = [model]
     while pending:
@@ -98,13 +95,36 @@ def find_cas_modules(model: nn.Module) -> list[CASModule]:
             if id(module) in seen:
                 continue
             seen.add(id(module))
-            if isinstance(module, CASModule):
-                found.append(module)
+            found.append(module)
             for name in ("module", "_orig_mod"):  # wrappers that hold the model outside _modules
                 inner = module.__dict__.get(name)
                 if isinstance(inner, nn.Module) and id(inner) not in seen:
                     pending.append(inner)
     return found
+
+
+def find_cas_modules(model: nn.Module) -> list[CASModule]:
+    """Every :class:`CASModule` inside ``model``, in registration order, each once.
+
+    Looks through wrappers: ``nn.Sequential`` (e.g. preprocessing + model), DDP and any module that
+    holds the model as a submodule (``.module``), and ``torch.compile``'s ``OptimizedModule``
+    (``._orig_mod``), also when such an attribute was set without registering it as a submodule
+    (:func:`modules_through_wrappers`). Raises ``ValueError`` when ``model`` is not an ``nn.Module``.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"find_cas_modules needs an nn.Module, got {type(model).__name__}.")
+    return [m for m in modules_through_wrappers(model) if isinstance(m, CASModule)]
+
+
+def unwrap_parallel(model: nn.Module) -> nn.Module:
+    """The module inside ``DistributedDataParallel`` / ``DataParallel`` wrappers (``model`` itself otherwise).
+
+    Attacks and evaluation run on it: the same function, bit for bit, without DDP's per-forward buffer
+    broadcast (a collective every rank would have to join) or DataParallel's replicas (which would run the
+    CAS hooks once per device)."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
 
 
 @contextmanager

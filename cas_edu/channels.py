@@ -15,23 +15,36 @@ import torch
 from torch import nn
 
 from .activations import FIGURE_STEPS, default_objective, figure_step_size
-from .attacks import eval_mode, has_cas, pgd, validate_attack_inputs
+from .attacks import classifier_details, eval_mode, find_classifier, has_cas, pgd, validate_attack_inputs
+from .validation import check_inputs, model_device
 
 #: A weight at most this fraction of the row's largest |weight| (or negative) counts as suppressing its channel.
 SUPPRESS_FRACTION = 0.05
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def _classifier(model: nn.Module) -> nn.Module:
+    """The cas_edu classifier inside ``model`` (``model`` itself when bare; see :func:`cas_edu.attacks.find_classifier`)."""
+    classifier = find_classifier(model)
+    if classifier is None:
+        raise ValueError(f"{type(model).__name__} holds no cas_edu classifier with named layers; pass a model built "
+                         "by cas_edu.models, bare or wrapped (nn.Sequential, DDP, torch.compile).")
+    return classifier
+
+
+def _cas_module(classifier: nn.Module, name: str) -> nn.Module | None:
+    cas = getattr(classifier, "cas", None)
+    return cas[name] if cas is not None and name in cas else None
 
 
 def cas_layer(model: nn.Module, layer: str | None = None) -> str:
-    """The layer to inspect: ``layer`` if given, else the model's first CAS layer, else its default activation layer."""
+    """The layer to inspect: ``layer`` if given, else the model's first CAS layer, else its default activation layer.
+    ``model`` may be wrapped; the names are those of the classifier inside it."""
+    classifier = _classifier(model)
     if layer is not None:
-        return model.resolve_layer(layer) if hasattr(model, "resolve_layer") else layer
-    if has_cas(model):
-        return model.cas_layers[0]
-    return model.resolve_layer(None)
+        return classifier.resolve_layer(layer) if hasattr(classifier, "resolve_layer") else layer
+    if has_cas(classifier):
+        return classifier.cas_layers[0]
+    return classifier.resolve_layer(None)
 
 
 @torch.no_grad()
@@ -40,19 +53,26 @@ def masked_channel_activations(model: nn.Module, x: torch.Tensor, layer: str | N
     """Spatially averaged activations of ``layer`` before and after its CAS mask (eval mode), and the mask classes.
 
     Returns ``(pre N×C, post N×C, classes N)``; for a layer without CAS, ``post`` equals ``pre`` and
-    ``classes`` is None. All tensors are on the CPU.
+    ``classes`` is None. All tensors are on the CPU. ``x``: N ≥ 1 images (input rule: :mod:`cas_edu.validation`);
+    ``model`` may be wrapped (``nn.Sequential``, DDP, ``torch.compile``). Raises ``ValueError`` for bad images or
+    an unknown layer.
     """
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or len(x) == 0:
+    x, _ = check_inputs(model, x, None, labels_required=False)
+    if x.dim() != 4 or len(x) == 0:
         raise ValueError("x must be a non-empty N×C×H×W image tensor.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    classifier = _classifier(model)
     name = cas_layer(model, layer)
-    module = model.cas[name] if has_cas(model) and name in model.cas else None
-    device = _device(model)
+    module = _cas_module(classifier, name)
+    device = model_device(model)
     pre, post, classes = [], [], []
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
-            features = model.forward_details(x[i:i + batch_size].to(device)).activations.get(name)
+            features = classifier_details(model, x[i:i + batch_size].to(device))[1].activations.get(name)
             if features is None:
-                raise ValueError(f"Unknown layer {layer!r}; CAS layers of this model: {getattr(model, 'cas_layers', [])}.")
+                raise ValueError(f"Unknown layer {layer!r}; CAS layers of this model: "
+                                 f"{getattr(classifier, 'cas_layers', [])}.")
             pre.append(features.mean(dim=(2, 3)).float().cpu())
             if module is None:
                 post.append(pre[-1])
@@ -100,7 +120,7 @@ class ChannelData:
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    device = _device(model)
+    device = model_device(model)
     with eval_mode(model):
         return torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
 
@@ -113,23 +133,28 @@ def channel_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values:
     The attack defaults to the official Figures 1-2 attack, as the official evaluation runs it: PGD-20 from
     a uniform random start with step ε · 0.003/(8/255) (:func:`cas_edu.activations.figure_step_size`) and
     the adaptive ``ce+cas`` objective for CAS models (``ce`` otherwise). The random start is seeded with
-    ``seed`` without touching the global random state.
+    ``seed`` without touching the global random state. ``x``, ``y``: images and labels (input rule:
+    :mod:`cas_edu.validation`); ``model`` may be wrapped (``nn.Sequential``, DDP, ``torch.compile``).
+    Raises ``ValueError`` for bad images, labels, ε values or layers.
     """
     eps_values = sorted({float(e) for e in eps_values})
     if not eps_values:
         raise ValueError("eps_values is empty; give at least one ε, e.g. [0.0, 0.1].")
     objective = objective or default_objective(model)
+    if y is None:
+        raise ValueError("channel_data needs the labels y of the images (an integer tensor of shape (N,)).")
     for eps in eps_values:
-        validate_attack_inputs(model, x, y, eps, objective)
+        checked = validate_attack_inputs(model, x, y, eps, objective)
+    x, y = checked
     name = cas_layer(model, layer)
     x, y = x.cpu(), y.cpu()
-    weight = model.cas[name].classifier.weight.detach().float().cpu().clone() \
-        if has_cas(model) and name in model.cas else None
+    module = _cas_module(_classifier(model), name)
+    weight = module.classifier.weight.detach().float().cpu().clone() if module is not None else None
     pre, post, classes = masked_channel_activations(model, x, name, batch_size)
     out = ChannelData(layer=name, eps_values=eps_values, y=y, weight=weight, natural_pre=pre, natural_post=post,
                       natural_mask_class=classes, natural_pred=_predict(model, x, batch_size), objective=objective,
                       steps=steps)
-    device = _device(model)
+    device = model_device(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for eps in eps_values:

@@ -29,6 +29,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import attacks as attack_lib
+from .cas import unwrap_parallel
+from .validation import model_device
 
 ATTACKS = ("natural", "fgsm", "pgd20", "cw", "square", "autoattack", "pgd-st", "autoattack-st")
 DEFAULT_ATTACKS = ("natural", "fgsm", "pgd20", "cw", "square")
@@ -336,7 +338,7 @@ def _straight_through_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ep
 
 def _predict_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, craft) -> torch.Tensor:
     """Per example (CPU bool), whether ``model`` classifies ``craft(x_batch, y_batch)`` correctly."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     out = []
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
@@ -350,7 +352,12 @@ def autoattack_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: 
                        attacks: list[str] | None = None, batch_size: int = 256, seed: int = 0,
                        square_queries: int = 5000, straight_through: bool = False) -> torch.Tensor:
     """Per example (CPU bool), robustness under packaged AutoAttack (:func:`cas_edu.attacks.autoattack`): the
-    standard suite, or ``attacks`` alone; ``straight_through`` runs it through the BPDA masks (CAS models)."""
+    standard suite, or ``attacks`` alone; ``straight_through`` runs it through the BPDA masks (CAS models).
+    Images and labels by the input rule of :mod:`cas_edu.validation`; raises ``ValueError`` for bad inputs."""
+    model = unwrap_parallel(model)
+    if y is None:
+        raise ValueError("AutoAttack needs the true labels y (an integer tensor of shape (N,)).")
+    x, y = attack_lib.validate_attack_inputs(model, x, y, eps)  # cast once, so x_adv is in the model's dtype
     x_adv = attack_lib.autoattack(model, x, y, eps, attacks=attacks, batch_size=batch_size, seed=seed,
                                   square_queries=square_queries, straight_through=straight_through)
     return _predict_correct(model, x_adv, y, batch_size, lambda xb, yb: xb)
@@ -433,7 +440,7 @@ def masking_warnings(accuracy: dict[str, dict[str, float]], reference: str, tole
 
 
 def _rng_devices(model: nn.Module) -> list:
-    device = next(model.parameters()).device
+    device = model_device(model)
     return [device] if device.type == "cuda" else []
 
 
@@ -450,15 +457,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     says how many examples it used, and the per-example worst case uses the examples every attack ran on.
     Every (attack, objective) is seeded with :func:`attack_seed` inside a forked RNG, so the global random
     state is untouched. ``pgd-st`` on a model without CAS is plain PGD-100 with 5 restarts; ``autoattack-st``
-    there is plain AutoAttack. Raises ``ValueError`` for unknown attacks or objectives and bad inputs.
+    there is plain AutoAttack. Images and labels follow the input rule of :mod:`cas_edu.validation` (x is cast
+    to the model's dtype, y to int64); ``model`` may be wrapped (``nn.Sequential``, ``torch.compile``; DDP and
+    ``DataParallel`` are looked through) and gives the unwrapped model's numbers. Evaluating inside
+    ``torch.no_grad()`` or ``torch.inference_mode()`` is fine (the attacks turn gradients on for themselves).
+    Raises ``ValueError`` for unknown attacks or objectives and bad inputs.
     """
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise ValueError(f"Unknown attack(s) {unknown}; choose from {', '.join(ATTACKS)}.")
     if objective not in ("ce", "ce+cas", "both"):
         raise ValueError(f"Unknown objective {objective!r}; choose ce, ce+cas or both.")
+    model = unwrap_parallel(model)
     cas = attack_lib.has_cas(model)
-    attack_lib.validate_attack_inputs(model, x, y, eps, "ce")
+    if y is None:
+        raise ValueError("evaluate needs the true labels y (an integer tensor of shape (N,)).")
+    x, y = attack_lib.validate_attack_inputs(model, x, y, eps, "ce")
     if len(x) == 0:
         raise ValueError("x holds no examples; pass at least one image.")
     if batch_size < 1:

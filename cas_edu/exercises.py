@@ -17,6 +17,7 @@ from torch import nn
 from . import activations, attacks
 from .cas import CASModule, cas_loss
 from .models import SmallCNN
+from .validation import gradients_on
 
 __all__ = ["check_fgsm", "check_pgd_projection", "check_activation_counts", "check_channel_magnitudes",
            "check_cas_mask", "check_cas_loss"]
@@ -49,6 +50,16 @@ def _check_shape(result: torch.Tensor, expected: torch.Tensor, what: str) -> Non
         raise _NotYet(f"{what} has shape {tuple(result.shape)}, expected {tuple(expected.shape)}.")
 
 
+def _check_values(result: torch.Tensor, what: str, finite: bool = True) -> None:
+    """A learner's result must hold real (and, with ``finite``, finite) numbers: a NaN compares unequal to
+    everything, so it would otherwise slip past the range checks and end in a meaningless "difference nan"."""
+    if result.is_complex():
+        raise _NotYet(f"{what} has dtype {str(result.dtype).replace('torch.', '')}; return real numbers.")
+    if finite and result.is_floating_point() and not bool(torch.isfinite(result).all()):
+        bad = int((~torch.isfinite(result)).sum())
+        raise _NotYet(f"{what} holds {bad} NaN or infinite value(s); check for a division by zero or a log of 0.")
+
+
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
 
@@ -77,7 +88,7 @@ def _run(fn: Callable, args: tuple, name: str) -> Any:
 def _checked(run_trials: Callable[[torch.Generator], str], seed: int | None) -> bool:
     """Run the trials on fresh inputs without touching the global RNG; print one line."""
     seed = secrets.randbits(31) if seed is None else int(seed)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), gradients_on():  # a checker called inside torch.no_grad() still grades
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         try:
@@ -121,6 +132,7 @@ def check_fgsm(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torc
             expected = attacks.fgsm(model, x, y, eps, random_start=False)
             result = _as_tensor(_run(fn, (model, x.clone(), y.clone(), eps), "FGSM"), "a tensor of adversarial images")
             _check_shape(result, expected, "x_adv")
+            _check_values(result, "x_adv")
             if not result.is_floating_point():
                 raise _NotYet(f"x_adv has dtype {result.dtype}; images should stay floating point.")
             if result.min() < -1e-6 or result.max() > 1 + 1e-6:
@@ -163,6 +175,7 @@ def check_pgd_projection(fn: Callable[[torch.Tensor, torch.Tensor, float], torch
             expected = attacks.project(x_adv, x, eps)
             result = _as_tensor(_run(fn, (x_adv.clone(), x.clone(), eps), "projection"), "a tensor of images")
             _check_shape(result, expected, "the projection")
+            _check_values(result, "the projection")
             if _close(result, expected, atol=1e-6):
                 continue
             mistakes = {
@@ -204,6 +217,7 @@ def check_activation_counts(fn: Callable[[torch.Tensor], torch.Tensor], seed: in
             expected = activations.activation_counts(acts)
             result = _as_tensor(_run(fn, (acts.clone(),), "count function"), "a vector of C counts")
             _check_shape(result, expected, "counts")
+            _check_values(result, "counts")
             if _close(result, expected, atol=1e-6):
                 continue
             mistakes = {
@@ -236,10 +250,12 @@ def check_channel_magnitudes(fn: Callable[[torch.Tensor], torch.Tensor], seed: i
             expected = activations.channel_magnitudes(acts)
             result = _as_tensor(_run(fn, (acts.clone(),), "magnitude function"), "a vector of C magnitudes")
             _check_shape(result, expected, "magnitudes")
+            _check_values(result, "magnitudes", finite=False)  # a NaN gets its own hint below
             if not result.is_floating_point():
                 result = result.double()
             if torch.isnan(result).any():
                 raise _NotYet("NaN in your result: a channel that no example activates should get magnitude 0.")
+            _check_values(result, "magnitudes")
             if _close(result, expected, atol=1e-6, rtol=1e-4):
                 continue
             on = activations.activated(acts)
@@ -280,6 +296,7 @@ def check_cas_mask(fn: Callable[[CASModule, torch.Tensor, torch.Tensor], torch.T
             module.train()
             result = _as_tensor(_run(fn, (module, features.clone(), y.clone()), "CAS mask"), "the masked feature map")
             _check_shape(result, expected, "the masked features")
+            _check_values(result, "the masked features")
             if _close(result, expected, atol=1e-5, rtol=1e-4):
                 continue
             weight, bias = module.classifier.weight.detach(), module.classifier.bias.detach()
@@ -317,6 +334,7 @@ def check_cas_loss(fn: Callable[[torch.Tensor, list, torch.Tensor, float], torch
                                 "a scalar loss")
             if result.numel() != 1:
                 raise _NotYet(f"the loss should be one number (a scalar), got shape {tuple(result.shape)}.")
+            _check_values(result, "the loss")
             result = result.reshape(()).double()
             if _close(result, expected, atol=1e-5, rtol=1e-5):
                 continue

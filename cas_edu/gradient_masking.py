@@ -19,6 +19,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from .cas import modules_through_wrappers
 from .runtime import flag_set
 
 
@@ -67,7 +68,7 @@ def bpda(model: nn.Module) -> Iterator[nn.Module]:
     Raises ``ValueError`` when ``model`` holds no :class:`InputQuantization`.
     Source: Athalye, Carlini & Wagner (ICML 2018), "Obfuscated gradients give a false sense of security", §4.1.
     """
-    layers = [m for m in model.modules() if isinstance(m, InputQuantization)]
+    layers = [m for m in modules_through_wrappers(model) if isinstance(m, InputQuantization)]
     if not layers:
         raise ValueError("bpda needs a model with an InputQuantization layer; wrap it with quantized_model first.")
     with flag_set(layers, "bpda", True):

@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 # --- notebooks 01-02 ---
 import math  # noqa: F401 - also used by the notebooks 03-04 section below
 from contextlib import contextmanager
+from numbers import Integral
 from typing import Any, Iterator, Mapping, Sequence
 
 import ipywidgets as widgets
@@ -17,6 +18,7 @@ from torch import nn
 
 from . import activations as _activations
 from . import attacks as _attacks
+from .validation import check_inputs, model_device, num_classes
 
 #: Attacks the ε explorer offers: value -> button label.
 EPSILON_ATTACKS = {"fgsm": "FGSM", "pgd": "PGD-10"}
@@ -39,8 +41,19 @@ def _one_thread(device: torch.device) -> Iterator[None]:
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    param = next(iter(model.parameters()), None)
-    return param.device if param is not None else torch.device("cpu")
+    return model_device(model)
+
+
+def _check_explorer_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                           classes: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` on the CPU, checked and cast by the input rule (:mod:`cas_edu.validation`), with one class name
+    per class of ``model``. Raises ``ValueError``."""
+    x, y = check_inputs(model, x, y)
+    k = num_classes(model, x)
+    if k is not None and len(classes) != k:
+        raise ValueError(f"classes names {len(classes)} classes but the model has {k}; pass one name per class "
+                         "(e.g. dataset.classes).")
+    return x.cpu(), y.cpu()
 
 
 def _image_array(image: torch.Tensor) -> np.ndarray:
@@ -53,9 +66,14 @@ def _image_array(image: torch.Tensor) -> np.ndarray:
 
 def craft_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, attack: str = "fgsm",
                       steps: int = 10, seed: int = 0) -> torch.Tensor:
-    """FGSM (no random start) or seeded PGD-``steps`` adversarial images for ``x`` on the model's device."""
+    """FGSM (no random start) or seeded PGD-``steps`` adversarial images for ``x`` on the model's device, in the
+    dtype of ``x``. ``x``, ``y``: images and labels by the input rule of :mod:`cas_edu.validation` (also checked
+    at ε = 0).
+    Raises ``ValueError`` for an unknown attack and bad inputs.
+    """
     if attack not in EPSILON_ATTACKS:
         raise ValueError(f"Unknown attack {attack!r}; choose one of {', '.join(EPSILON_ATTACKS)}.")
+    _, y = check_inputs(model, x, y)  # the attacks cast x themselves and answer in its dtype
     device = _device_of(model)
     x, y = x.to(device), y.to(device)
     if eps == 0:
@@ -74,11 +92,18 @@ def epsilon_view(model: nn.Module, x: torch.Tensor, y: torch.Tensor | int, eps: 
     Returns numpy arrays ``clean`` / ``adversarial`` (H×W gray or H×W×3 uint8 RGB), ``perturbation``
     (δ = x_adv − x, channel mean, H×W, raw values), ``probs_clean`` / ``probs_adversarial`` (K), and
     ``label``, ``pred_clean``, ``pred_adversarial``, ``linf`` (‖δ‖∞), ``l2`` (‖δ‖₂), ``eps``, ``attack``.
+    ``y`` is its label: an int or a one-element integer tensor (input rule: :mod:`cas_edu.validation`).
+    Raises ``ValueError`` for bad inputs.
     """
-    x = x.unsqueeze(0) if x.dim() == 3 else x
-    if x.shape[0] != 1:
+    if isinstance(x, torch.Tensor) and x.dim() == 3:
+        x = x.unsqueeze(0)
+    if isinstance(x, torch.Tensor) and x.dim() >= 2 and (x.dim() != 4 or x.shape[0] != 1):
         raise ValueError(f"epsilon_view shows one image; pass x shaped C×H×W or 1×C×H×W, got {tuple(x.shape)}.")
-    y = torch.as_tensor(y).reshape(1).long()
+    if isinstance(y, Integral) and not isinstance(y, bool):
+        y = torch.tensor([int(y)])
+    elif isinstance(y, torch.Tensor) and y.numel() == 1:
+        y = y.reshape(1)
+    x, y = check_inputs(model, x, y)  # images and labels by the input rule (cas_edu.validation)
     device = _device_of(model)
     with _one_thread(device):
         x_adv = craft_adversarial(model, x, y, eps, attack, steps, seed)
@@ -110,16 +135,19 @@ def _image_trace(sample: np.ndarray, name: str) -> go.BaseTraceType:
 
 class EpsilonExplorer:
     """ε slider, attack choice and example picker driving one figure: clean image, perturbation, adversarial
-    image and class probabilities. ``update()`` redraws from the controls (cached per example/attack/ε)."""
+    image and class probabilities. ``update()`` redraws from the controls (cached per example/attack/ε).
+    ``x``, ``y`` follow the input rule of :mod:`cas_edu.validation`; ``classes`` names every class of the model.
+    Raises ``ValueError`` for bad inputs."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: Sequence[str],
                  eps: float = 0.1, eps_max: float = 0.3, eps_step: float = 0.01, attack: str = "fgsm",
                  index: int = 0, steps: int = 10, seed: int = 0) -> None:
-        if x.dim() != 4 or len(x) != len(y) or len(x) == 0:
+        x, y = _check_explorer_inputs(model, x, y, classes)
+        if x.dim() != 4 or len(x) == 0:
             raise ValueError(f"x must be N×C×H×W with N = len(y) > 0, got {tuple(x.shape)} and {len(y)} labels.")
         if not 0 < eps_max <= 1 or not 0 <= eps <= eps_max:
             raise ValueError(f"need 0 <= eps <= eps_max <= 1, got eps={eps}, eps_max={eps_max}.")
-        self.model, self.x, self.y, self.classes = model, x.cpu(), y.cpu(), [str(c) for c in classes]
+        self.model, self.x, self.y, self.classes = model, x, y, [str(c) for c in classes]
         self.steps, self.seed, self.eps_max = steps, seed, eps_max
         self._cache: dict[tuple, dict[str, Any]] = {}
         self.eps_slider = widgets.FloatSlider(value=eps, min=0.0, max=eps_max, step=eps_step, description="ε",
@@ -257,7 +285,9 @@ def summary_html(view: Mapping[str, Any]) -> str:
 
 class ActivationExplorer:
     """ε slider, class picker and model toggle driving Figure 1 (magnitudes) and Figure 2 (counts) plus a
-    summary table. ``precompute()`` crafts PGD examples for every (model, ε on the slider's grid) once."""
+    summary table. ``precompute()`` crafts PGD examples for every (model, ε on the slider's grid) once.
+    ``x``, ``y`` follow the input rule of :mod:`cas_edu.validation` for every model; ``classes`` names every class
+    and ``class_id`` must have an example in ``y``. Raises ``ValueError`` for bad inputs."""
 
     def __init__(self, models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, classes: Sequence[str],
                  eps: float = 0.1, eps_max: float = 0.2, eps_step: float = 0.025, class_id: int = 0,
@@ -267,13 +297,20 @@ class ActivationExplorer:
             raise ValueError("ActivationExplorer needs at least one model, e.g. {'STD': std_model, 'AT': at_model}.")
         if not 0 < eps_step <= eps_max <= 1 or not 0 <= eps <= eps_max:
             raise ValueError(f"need 0 < eps_step <= eps_max <= 1 and 0 <= eps <= eps_max, got {eps}, {eps_max}, {eps_step}.")
-        self.models, self.x, self.y = dict(models), x.cpu(), y.cpu()
+        for model in models.values():
+            checked = _check_explorer_inputs(model, x, y, classes)
+        x, y = checked
+        if len(x) == 0:
+            raise ValueError("x holds no images; pass at least one image and its label.")
+        self.models, self.x, self.y = dict(models), x, y
         self.classes = [str(c) for c in classes]
         self.layer, self.steps, self.seed = layer, steps, seed
         self.cache: dict = {}
         self.eps_slider = widgets.FloatSlider(value=eps, min=0.0, max=eps_max, step=eps_step, description="ε",
                                               readout_format=".3f", continuous_update=True)
         present = sorted(set(self.y.tolist()))
+        if class_id not in present:
+            raise ValueError(f"class_id {class_id!r} has no example in y; choose one of {present}.")
         self.class_picker = widgets.Dropdown(options=[(f"{c}: {self.classes[c]}", c) for c in present],
                                              value=class_id, description="class")
         self.model_toggle = widgets.ToggleButtons(options=list(self.models), value=model_name or next(iter(self.models)),

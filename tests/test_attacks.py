@@ -255,9 +255,19 @@ def test_attack_runs_the_model_in_eval_mode():
 
 def test_mode_is_restored_when_the_attack_fails_midway():
     model = _small_cnn(cas=False).train()
-    with pytest.raises((IndexError, RuntimeError)):  # label 10 does not exist: fails inside the loss
-        pgd(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 10]), 0.1, steps=2)
-    assert model.training
+    model.blocks["block1"][1].eval()  # a frozen BatchNorm inside a training model keeps its own mode too
+    calls = []
+
+    def fail_on_second_call(module, args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("failed inside the model")
+
+    model.blocks["block2"].register_forward_pre_hook(fail_on_second_call)
+    with pytest.raises(RuntimeError, match="inside the model"):
+        pgd(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 9]), 0.1, steps=2)
+    assert len(calls) == 2 and model.training and model.blocks["block2"].training
+    assert not model.blocks["block1"][1].training
 
 
 def test_attacks_do_not_disturb_existing_parameter_grads(plain_model):
