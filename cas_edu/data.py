@@ -16,23 +16,33 @@ Known names (case-insensitive; ``-`` and ``_`` are interchangeable):
   (``$CAS_EDU_CACHE`` or ``~/.cache/cas_edu``) when the data folder is read-only. ``cifar10`` also
   reads ``ROOT/cifar10/train-*.npz`` + ``ROOT/cifar10/test.npz`` (uint8 HWC arrays) when
   torchvision's ``cifar-10-batches-py`` folder is absent.
-* ``npz:PATH`` -- a folder of ``.npz`` files (or one file) with ``x`` (uint8 N x H x W x C or
-  N x H x W) and ``y`` (integer labels); ``test*.npz`` is the test split, the rest is train
-  (a fixed seeded 20 % test split is carved out when there is no test file); an optional
-  ``classes.txt`` names the classes.
+* ``npz:PATH`` -- a folder of ``.npz`` files (or one file) with ``x`` (N x H x W x C or N x H x W;
+  uint8 0..255, or floating-point in [0, 1]) and ``y`` (integer class indices); ``test*.npz`` is the
+  test split, the rest is train (a fixed seeded 20 % test split is carved out when there is no test
+  file); an optional ``classes.txt`` names the classes, one per line. Without it the labels must be
+  the indices 0..K-1 with every class present in the training files and K <= ``MAX_CLASSES`` (1000),
+  so that ids (3, 17, 1042, ...) are not mistaken for a huge classifier head. Files are never
+  unpickled; a corrupt, truncated or inconsistent file raises ``ValueError`` naming it.
 
 The data root is the ``root`` argument, else ``$CAS_EDU_DATA``, else ``~/.cache/cas_edu``.
 With ``download=False`` nothing touches the network; missing data raises ``FileNotFoundError``.
+With ``download=True`` a failed download raises :class:`DownloadError` (an ``OSError``) with one line
+naming the cause (no network, a folder that cannot be written, a corrupt download) and the offline fix.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
+import http.client
+import numbers
 import os
 import shutil
 import stat
 import struct
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -40,7 +50,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "Dataset", "Split", "default_root", "load"]
+__all__ = ["DATASETS", "MAX_CLASSES", "Dataset", "DownloadError", "Split", "dataset_key", "default_root", "load"]
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn")
 
@@ -55,6 +65,10 @@ _IDX_FILES: tuple[str, ...] = (
     "t10k-labels-idx1-ubyte",
 )
 _ALIASES: dict[str, str] = {"fashionmnist": "fashion_mnist", "cifar_10": "cifar10"}
+#: Most classes an npz dataset may infer from its labels (ImageNet-1k's 1,000): a larger label is far more
+#: likely an id than a class index, and would silently build a huge classifier head. A ``classes.txt`` that
+#: names more classes lifts the limit.
+MAX_CLASSES = 1000
 # Seed of the carved-out test split (digits, npz without test file): fixed so that the test set
 # never changes with the run's ``seed``; only the train/val division follows ``seed``.
 _TEST_SPLIT_SEED = 0
@@ -92,6 +106,30 @@ class Dataset:
     def num_classes(self) -> int:
         """Number of classes."""
         return len(self.classes)
+
+
+class DownloadError(OSError):
+    """A dataset download failed (no network, a failed checksum, or the folder could not be written)."""
+
+
+def dataset_key(name: str) -> str:
+    """The canonical spelling of a dataset name: one of :data:`DATASETS` (case-insensitive, ``-`` or ``_``) or
+    ``npz:PATH`` with PATH kept as given (not lower-cased). Raises ``ValueError`` for anything else; whether
+    the files exist is :func:`load`'s business."""
+    if not isinstance(name, str):
+        raise ValueError(f"dataset must be a name such as 'digits' or 'npz:PATH', got {name!r}")
+    raw = name.strip()
+    if raw.lower().startswith("npz:"):
+        path = raw[4:].strip()
+        if not path:
+            raise ValueError(f"dataset {name!r} needs a path after npz:, e.g. 'npz:/data/my_images' (a folder of .npz "
+                             "files) or 'npz:file.npz'")
+        return f"npz:{path}"
+    key = raw.lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or 'npz:PATH' for your own .npz files")
+    return key
 
 
 # --------------------------------------------------------------------------- roots
@@ -160,6 +198,11 @@ def _make_dataset(
     val_fraction: float,
     seed: int,
 ) -> Dataset:
+    k = len(classes)
+    for part, labels in (("training", y_train), ("test", y_test)):
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            raise ValueError(f"{name}: {part} labels must be class indices in [0, {k}) for its {k} classes, "
+                             f"found {int(labels.min())} to {int(labels.max())}")
     if val_fraction == 0:  # no validation split: train on everything (like the official scripts)
         train_idx, val_idx = torch.arange(int(y_train.shape[0])), torch.zeros(0, dtype=torch.int64)
     else:
@@ -173,13 +216,16 @@ def _make_dataset(
     )
 
 
-def _from_uint8(x: Any, channels_last: bool) -> torch.Tensor:
-    """uint8 array (N x H x W, N x H x W x C or N x C x H x W) -> float32 N x C x H x W in [0, 1]."""
+def _images(x: Any, channels_last: bool) -> torch.Tensor:
+    """uint8 (0..255) or floating ([0, 1]) images, N x H x W, N x H x W x C (``channels_last``) or N x C x H x W,
+    -> float32 N x C x H x W in [0, 1]."""
     t = torch.as_tensor(np.asarray(x))
     if t.ndim == 3:
         t = t.unsqueeze(1)
     elif channels_last:
         t = t.permute(0, 3, 1, 2)
+    if t.is_floating_point():
+        return t.to(torch.float32).contiguous()
     return t.to(torch.float32).div_(255.0).contiguous()
 
 
@@ -210,14 +256,47 @@ def _missing(dataset: str, folder: Path, layout: str) -> FileNotFoundError:
     )
 
 
+def _one_line(text: Any, limit: int = 200) -> str:
+    """``str(text)`` on one line, cut to ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+#: errno values that blame the local folder, not the network, when a download fails.
+_LOCAL_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EISDIR,
+                           errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG})
+
+
+def _download_failed(dataset: str, folder: Path, layout: str, err: BaseException) -> DownloadError:
+    """One-line :class:`DownloadError` for a failed torchvision download, with the offline fix."""
+    fix = f"copy the files into {folder} ({layout}) or set CAS_EDU_DATA to a folder that holds them"
+    text = str(err)
+    if isinstance(err, RuntimeError) and text.startswith("Error downloading"):  # MNIST: every mirror failed
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        return DownloadError(f"could not download {dataset} (no network: {_one_line(lines[-1])}); {fix}")
+    if isinstance(err, OSError) and err.errno in _LOCAL_ERRNOS:  # the folder: permission denied, disk full, ...
+        return DownloadError(f"could not download {dataset} into {folder} ({_one_line(err)}); choose a writable "
+                             f"folder with free space (root= / --data-root), or {fix}")
+    if isinstance(err, (OSError, http.client.HTTPException)):  # URLError, refused / reset connections, timeouts
+        reason = getattr(err, "reason", None) or err
+        return DownloadError(f"could not download {dataset} (no network: {_one_line(reason)}); {fix}")
+    return DownloadError(f"could not download {dataset} ({_one_line(err)}: an interrupted or corrupt download?); "
+                         f"delete the partial files in {folder} and retry, or {fix}")
+
+
 def _torchvision(factory: Callable[[], Any], dataset: str, folder: Path, layout: str, download: bool) -> Any:
-    """Build a torchvision dataset; with download=False turn its 'not found' RuntimeError into ours."""
+    """Build a torchvision dataset. With download=False its 'not found' RuntimeError becomes our
+    FileNotFoundError; with download=True a failed download becomes a one-line :class:`DownloadError`."""
     try:
         return factory()
-    except RuntimeError:
-        if download:
+    except RuntimeError as err:
+        if not download:
+            raise _missing(dataset, folder, layout) from None
+        raise _download_failed(dataset, folder, layout, err) from err
+    except (OSError, http.client.HTTPException) as err:
+        if not download:
             raise
-        raise _missing(dataset, folder, layout) from None
+        raise _download_failed(dataset, folder, layout, err) from err
 
 
 def _writable(folder: Path) -> bool:
@@ -297,9 +376,9 @@ def _load_idx_family(name: str, root: Path, download: bool, val_fraction: float,
     classes = list(_DIGIT_CLASSES) if name == "mnist" else [str(c) for c in tr.classes]
     return _make_dataset(
         name,
-        _from_uint8(tr.data, channels_last=False),
+        _images(tr.data, channels_last=False),
         _labels(tr.targets),
-        _from_uint8(te.data, channels_last=False),
+        _images(te.data, channels_last=False),
         _labels(te.targets),
         classes,
         val_fraction,
@@ -317,9 +396,9 @@ def _load_cifar10(root: Path, download: bool, val_fraction: float, seed: int) ->
             _check_same_shape([*train_files, npz_dir / "test.npz"], [*xs, x_te])
             return _make_dataset(
                 "cifar10",
-                _from_uint8(np.concatenate(xs), channels_last=True),
+                torch.cat([_images(x, channels_last=True) for x in xs]),
                 _labels(np.concatenate(ys)),
-                _from_uint8(x_te, channels_last=True),
+                _images(x_te, channels_last=True),
                 _labels(y_te),
                 list(CIFAR10_CLASSES),
                 val_fraction,
@@ -335,9 +414,9 @@ def _load_cifar10(root: Path, download: bool, val_fraction: float, seed: int) ->
     tr, te = make(True), make(False)
     return _make_dataset(
         "cifar10",
-        _from_uint8(tr.data, channels_last=True),
+        _images(tr.data, channels_last=True),
         _labels(tr.targets),
-        _from_uint8(te.data, channels_last=True),
+        _images(te.data, channels_last=True),
         _labels(te.targets),
         list(tr.classes),
         val_fraction,
@@ -362,9 +441,9 @@ def _load_svhn(root: Path, download: bool, val_fraction: float, seed: int) -> Da
     tr, te = make("train"), make("test")
     return _make_dataset(
         "svhn",
-        _from_uint8(tr.data, channels_last=False),  # torchvision stores SVHN as N x 3 x 32 x 32
+        _images(tr.data, channels_last=False),  # torchvision stores SVHN as N x 3 x 32 x 32
         _labels(tr.labels),
-        _from_uint8(te.data, channels_last=False),
+        _images(te.data, channels_last=False),
         _labels(te.labels),
         list(_DIGIT_CLASSES),
         val_fraction,
@@ -375,12 +454,17 @@ def _load_svhn(root: Path, download: bool, val_fraction: float, seed: int) -> Da
 # --------------------------------------------------------------------------- npz
 
 
+#: What np.load and NpzFile raise for a missing, truncated or corrupt archive or member.
+_NPZ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
+
+
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read and validate one ``.npz`` file holding ``x`` (uint8, N x H x W [x C]) and ``y`` (integer, N)."""
+    """Read and check one ``.npz`` file: ``x`` images (uint8 0..255, or floating-point in [0, 1]; N x H x W or
+    N x H x W x C) and ``y`` labels (integer, >= 0, N). Never unpickles. Raises ``ValueError`` naming the file."""
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError) as exc:  # np.load's errors for non-npz / corrupt files
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+    except _NPZ_ERRORS as exc:  # not a zip, truncated, unreadable
+        raise ValueError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: not an .npz archive (np.load returned {type(data).__name__})")
     with data:
@@ -389,19 +473,70 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"{path}: expected arrays 'x' and 'y', found {sorted(keys)}")
         try:
             x, y = data["x"], data["y"]
-        except (OSError, EOFError, ValueError) as exc:  # e.g. object arrays, truncated members
-            raise ValueError(f"{path}: cannot read 'x'/'y' ({exc})") from None
-    if x.dtype != np.uint8:
-        raise ValueError(f"{path}: 'x' must be uint8, got {x.dtype}")
+        except _NPZ_ERRORS as exc:  # object arrays (pickles), truncated or corrupt members
+            if "allow_pickle" in str(exc):
+                raise ValueError(f"{path}: 'x' or 'y' is a pickled object array, which cas_edu never loads (it could "
+                                 "run code); save plain numeric arrays") from None
+            raise ValueError(f"{path}: cannot read 'x'/'y', the file is truncated or corrupt ({_one_line(exc)})") from None
+    if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{path}: 'x' must be uint8 (0..255) or floating-point (0..1), got {x.dtype}")
     if x.ndim not in (3, 4):
         raise ValueError(f"{path}: 'x' must be N x H x W or N x H x W x C, got shape {x.shape}")
+    if 0 in x.shape:
+        raise ValueError(f"{path}: 'x' holds no images (shape {x.shape}); every .npz needs at least one")
+    if x.ndim == 4 and x.shape[3] > 4 and x.shape[1] <= 4:
+        raise ValueError(f"{path}: 'x' of shape {x.shape} looks channels-first (N x C x H x W); save it as "
+                         "N x H x W x C, e.g. x.transpose(0, 2, 3, 1)")
+    if x.dtype != np.uint8:
+        if not np.isfinite(x).all():
+            raise ValueError(f"{path}: 'x' holds NaN or infinite values; images must be finite, in [0, 1]")
+        low, high = float(x.min()), float(x.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"{path}: floating-point 'x' must lie in [0, 1], found {low:g} to {high:g} "
+                             "(0..255 images: save them as uint8)")
     if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
-        raise ValueError(f"{path}: 'y' must be a 1-D integer array, got {y.dtype} with shape {y.shape}")
+        raise ValueError(f"{path}: 'y' must be a 1-D integer array of class indices, got {y.dtype} with shape "
+                         f"{y.shape} (whole-number floats: y.astype(np.int64))")
     if len(x) != len(y):
         raise ValueError(f"{path}: 'x' has {len(x)} images but 'y' has {len(y)} labels")
-    if len(y) and int(y.min()) < 0:
-        raise ValueError(f"{path}: labels must be non-negative, found {int(y.min())}")
+    if int(y.min()) < 0:
+        raise ValueError(f"{path}: labels must be non-negative class indices, found {int(y.min())}")
     return x, y
+
+
+def _npz_classes(train_files: list[Path], train_y: list[np.ndarray], test_files: list[Path],
+                 test_y: list[np.ndarray], classes_file: Path) -> list[str]:
+    """Class names of an npz dataset: ``classes.txt`` when present, else ``0..K-1`` with K inferred from the
+    training labels, which must then use every index below their largest (at most :data:`MAX_CLASSES`)."""
+    if classes_file.is_file():
+        classes = [ln.strip() for ln in classes_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if len(classes) < 2:
+            raise ValueError(f"{classes_file}: lists {len(classes)} class name(s); a classifier needs at least 2")
+        for f, y in zip(train_files + test_files, train_y + test_y):
+            if int(y.max()) >= len(classes):
+                raise ValueError(f"{f}: label {int(y.max())} has no name in {classes_file}, which lists "
+                                 f"{len(classes)} class names (labels 0 to {len(classes) - 1})")
+        return classes
+    for f, y in zip(train_files + test_files, train_y + test_y):
+        if int(y.max()) >= MAX_CLASSES:
+            raise ValueError(f"{f}: label {int(y.max())} would make a {int(y.max()) + 1}-way classifier (at most "
+                             f"{MAX_CLASSES} without classes.txt); labels must be class indices 0..K-1: remap ids "
+                             "with np.unique(y, return_inverse=True), or name every class in classes.txt")
+    seen = np.unique(np.concatenate(train_y))
+    k = int(seen[-1]) + 1
+    if k < 2:
+        raise ValueError(f"{train_files[0].parent}: the training labels hold a single class ({k - 1}); a classifier "
+                         "needs at least 2")
+    if len(seen) < k:
+        absent = sorted(set(range(k)) - set(seen.tolist()))
+        shown = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
+        raise ValueError(f"{train_files[0].parent}: training labels go up to {k - 1} but {len(absent)} of the classes "
+                         f"0..{k - 1} never occur ({shown}); labels must be class indices 0..K-1: remap them with "
+                         "np.unique(y, return_inverse=True), or name every class in classes.txt")
+    for f, y in zip(test_files, test_y):
+        if int(y.max()) >= k:
+            raise ValueError(f"{f}: label {int(y.max())} never occurs in the training files (classes 0..{k - 1})")
+    return [str(i) for i in range(k)]
 
 
 def _check_same_shape(files: list[Path], xs: list[np.ndarray]) -> None:
@@ -434,22 +569,15 @@ def _load_npz(spec: str, val_fraction: float, seed: int) -> Dataset:
     train = [_read_npz(f) for f in train_files]
     test = [_read_npz(f) for f in test_files]
     _check_same_shape(train_files + test_files, [x for x, _ in train + test])
-    x_all = np.concatenate([x for x, _ in train])
-    y_all = np.concatenate([y for _, y in train])
-    x_tr, y_tr = _from_uint8(x_all, channels_last=True), _labels(y_all)
+    classes = _npz_classes(train_files, [y for _, y in train], test_files, [y for _, y in test], classes_file)
+    x_tr = torch.cat([_images(x, channels_last=True) for x, _ in train])
+    y_tr = _labels(np.concatenate([y for _, y in train]))
     if test:
-        x_te = _from_uint8(np.concatenate([x for x, _ in test]), channels_last=True)
+        x_te = torch.cat([_images(x, channels_last=True) for x, _ in test])
         y_te = _labels(np.concatenate([y for _, y in test]))
     else:
         rest, held = _stratified_split(y_tr, _TEST_FRACTION, _TEST_SPLIT_SEED)
         x_tr, y_tr, x_te, y_te = x_tr[rest], y_tr[rest], x_tr[held], y_tr[held]
-    k = int(max(int(y_tr.max()), int(y_te.max()) if len(y_te) else 0)) + 1
-    if classes_file.is_file():
-        classes = [ln.strip() for ln in classes_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        if len(classes) < k:
-            raise ValueError(f"{classes_file}: lists {len(classes)} class names but labels go up to {k - 1}")
-    else:
-        classes = [str(i) for i in range(k)]
     return _make_dataset(f"npz:{path}", x_tr, y_tr, x_te, y_te, classes, val_fraction, seed)
 
 
@@ -467,22 +595,22 @@ def load(
 
     ``val_fraction`` of the training data (class-stratified, seeded by ``seed``) becomes the val split;
     with ``val_fraction=0`` the val split is empty (0 examples) and train keeps every training image.
-    Raises ``ValueError`` for a fraction outside [0, 1) or an unknown name, ``FileNotFoundError`` for missing data.
+    Raises ``ValueError`` for a fraction outside [0, 1), an unknown name, a ``root`` that is a file, or a corrupt or
+    inconsistent npz file (named in the message); ``FileNotFoundError`` for missing data; :class:`DownloadError`
+    (an ``OSError``) when ``download=True`` and the download fails.
     """
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0.0 <= float(val_fraction) < 1.0:
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0.0 <= float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1) (0: no validation split, the whole training set "
                          f"trains), got {val_fraction!r}")
     val_fraction = float(val_fraction)
-    raw_name = str(name).strip()
-    if raw_name.lower().startswith("npz:"):
-        return _load_npz(raw_name[4:], val_fraction, seed)
-    key = raw_name.lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
+    key = dataset_key(name)
+    if key.startswith("npz:"):
+        return _load_npz(key[4:], val_fraction, seed)
     if key == "digits":
         return _load_digits(val_fraction, seed)
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or 'npz:PATH' for your own .npz files")
     base = _resolve_root(root)
+    if base.exists() and not base.is_dir():
+        raise ValueError(f"data root {base} is a file, not a folder; pass the folder that holds the datasets")
     if key in ("mnist", "fashion_mnist"):
         return _load_idx_family(key, base, download, val_fraction, seed)
     if key == "cifar10":

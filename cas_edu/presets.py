@@ -1,9 +1,17 @@
 """Training configuration and the hyper-parameters of the official CAS code, recorded in one place."""
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
-from .runtime import AMP_MODES, CHANNELS_LAST_MODES, DEFAULT_AMP
+import numpy as np
+import torch
+
+from .data import dataset_key
+from .models import MODELS
+from .runtime import AMP_MODES, CHANNELS_LAST_MODES, DEFAULT_AMP, device_name
 
 METHODS = ("standard", "pgd_at", "trades", "mart")
 PRESETS = ("fast", "paper")
@@ -34,7 +42,13 @@ FAST_EPOCHS = {"digits": 12, "mnist": 10, "fashion_mnist": 10, "cifar10": 30, "s
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; plain values only, so it fits in a safe checkpoint."""
+    """Everything that defines a training run; plain values only, so it fits in a safe checkpoint.
+
+    Construction (and :func:`validate_config`) turns numpy scalars, 0-d arrays and tensors, numpy bools and
+    ints given for floats into plain Python ``bool`` / ``int`` / ``float`` / ``str``, and raises ``ValueError``
+    naming the field for a value that cannot train (NaN, infinite or negative hyper-parameters, ``eps`` outside
+    [0, 1], ``val_fraction`` outside [0, 1), zero epochs / batch size / steps, unknown names, ...).
+    """
 
     dataset: str = "digits"
     model: str = "small_cnn"
@@ -68,15 +82,20 @@ class TrainConfig:
     channels_last: str = "auto"
     compile: bool = False
 
+    def __post_init__(self) -> None:
+        validate_config(self)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
+        """The config ``values`` describes (unknown keys ignored, e.g. from a newer version); ``ValueError`` as
+        for construction, also when ``values`` is not a dict."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a training config must be a dict of field values, got {type(values).__name__}.")
         known = {f.name for f in fields(cls)}
-        config = cls(**{k: v for k, v in values.items() if k in known})
-        config.lr_drops = {int(k): float(v) for k, v in config.lr_drops.items()}
-        return config
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def make_config(dataset: str = "digits", model: str = "small_cnn", method: str = "pgd_at", cas: bool = False,
@@ -89,7 +108,7 @@ def make_config(dataset: str = "digits", model: str = "small_cnn", method: str =
     selection unless ``val_fraction=0``; README "Departures from the official code" lists what differs.
     Raises ``ValueError`` for an unknown method or preset, or values that cannot train.
     """
-    dataset = dataset.lower().replace("-", "_")
+    dataset = dataset_key(dataset)
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     if preset not in PRESETS:
@@ -110,27 +129,112 @@ def make_config(dataset: str = "digits", model: str = "small_cnn", method: str =
     base.update({k: v for k, v in overrides.items() if v is not None})
     if "eps" in overrides and overrides["eps"] is not None and overrides.get("step_size") is None:
         base["step_size"] = base["eps"] / 4
-    config = TrainConfig.from_dict(base)
-    validate_config(config)
-    return config
+    return TrainConfig.from_dict(base)
+
+
+def _plain(name: str, value: Any) -> Any:
+    """A Python scalar for a numpy scalar or a 0-d numpy array / tensor; anything else unchanged."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        if value.ndim != 0:
+            raise ValueError(f"{name} must be a single value, got an array of shape {tuple(value.shape)}.")
+        return value.item()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    value = _plain(name, value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {value!r}.")
+
+
+def _as_int(name: str, value: Any, minimum: int, why: str = "") -> int:
+    value = _plain(name, value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}{why}, got {value}.")
+    return value
+
+
+def _as_float(name: str, value: Any, low: float = 0.0, high: float = math.inf, *, low_open: bool = False,
+              high_open: bool = False, why: str = "") -> float:
+    """``value`` as a finite Python float in the interval from ``low`` to ``high`` (open ends as flagged)."""
+    value = _plain(name, value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}.")
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large to be a float, got {value}.") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}.")
+    if value < low or (low_open and value == low) or value > high or (high_open and value == high):
+        if high == math.inf:
+            rule = f"be {'greater than' if low_open else 'at least'} {low:g}"
+        else:
+            rule = f"lie in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must {rule}{why}, got {value:g}.")
+    return value
+
+
+def _as_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    value = _plain(name, value)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(choices)}.")
+    return value
 
 
 def validate_config(config: TrainConfig) -> None:
-    """Raise ``ValueError`` for a configuration that cannot train."""
-    if config.method not in METHODS:
-        raise ValueError(f"Unknown method {config.method!r}; choose one of {', '.join(METHODS)}.")
-    if not 0 <= config.eps <= 1:
-        raise ValueError(f"eps must lie in [0, 1] (images are scaled to [0, 1]), got {config.eps}.")
-    if config.epochs < 1 or config.batch_size < 1 or config.attack_steps < 1:
-        raise ValueError("epochs, batch_size and attack_steps must all be at least 1.")
-    if config.lr <= 0 or config.step_size < 0:
-        raise ValueError("lr must be positive and step_size non-negative.")
-    if not 0 <= config.val_fraction < 1:
-        raise ValueError(f"val_fraction must lie in [0, 1) (0: no validation split, train on everything), "
-                         f"got {config.val_fraction}.")
-    if config.amp not in AMP_MODES:
-        raise ValueError(f"Unknown amp {config.amp!r}; choose one of {', '.join(AMP_MODES)}.")
-    if config.channels_last not in CHANNELS_LAST_MODES:
-        raise ValueError(f"Unknown channels_last {config.channels_last!r}; choose one of {', '.join(CHANNELS_LAST_MODES)}.")
-    if config.compile and config.model not in COMPILABLE_MODELS:
-        raise ValueError(f"compile supports {', '.join(COMPILABLE_MODELS)}, not {config.model!r}; train without it.")
+    """Normalise ``config`` in place to plain Python values and raise ``ValueError`` (naming the field) for a
+    configuration that cannot train. Called on construction and again by ``train`` (fields may be reassigned)."""
+    c = config
+    c.dataset = dataset_key(_plain("dataset", c.dataset))
+    model = _plain("model", c.model)
+    c.model = _as_choice("model", model.lower().replace("-", "_") if isinstance(model, str) else model, MODELS)
+    c.method = _as_choice("method", c.method, METHODS)
+    c.preset = _as_choice("preset", c.preset, PRESETS)
+    c.amp = _as_choice("amp", c.amp, AMP_MODES)
+    c.channels_last = _as_choice("channels_last", c.channels_last, CHANNELS_LAST_MODES)
+    c.device = device_name(_plain("device", c.device))
+    root = _plain("data_root", c.data_root)
+    if root is not None:
+        if not isinstance(root, (str, os.PathLike)) or not str(os.fspath(root)).strip():
+            raise ValueError(f"data_root must be a folder path or None, got {root!r}.")
+        root = str(os.fspath(root))
+    c.data_root = root
+    for name in ("cas", "decay_1d_params", "augment", "compile"):
+        setattr(c, name, _as_bool(name, getattr(c, name)))
+    c.epochs = _as_int("epochs", c.epochs, 1)
+    c.batch_size = _as_int("batch_size", c.batch_size, 1)
+    c.attack_steps = _as_int("attack_steps", c.attack_steps, 1)
+    c.val_examples = _as_int("val_examples", c.val_examples, 1, " (val_fraction=0 trains without validation)")
+    c.val_attack_steps = _as_int("val_attack_steps", c.val_attack_steps, 1)
+    c.seed = _as_int("seed", c.seed, 0)
+    c.lr = _as_float("lr", c.lr, low_open=True)
+    c.momentum = _as_float("momentum", c.momentum, 0.0, 1.0, high_open=True)
+    c.weight_decay = _as_float("weight_decay", c.weight_decay)
+    c.eps = _as_float("eps", c.eps, 0.0, 1.0, why=" (images are scaled to [0, 1])")
+    c.step_size = _as_float("step_size", c.step_size, 0.0, 1.0, why=" (images are scaled to [0, 1])")
+    c.cas_beta = _as_float("cas_beta", c.cas_beta)
+    c.method_beta = _as_float("method_beta", c.method_beta)
+    c.val_fraction = _as_float("val_fraction", c.val_fraction, 0.0, 1.0, high_open=True,
+                               why=" (0: no validation split, train on everything)")
+    drops = _plain("lr_drops", c.lr_drops)
+    if not isinstance(drops, dict):
+        raise ValueError(f"lr_drops must map an epoch to a learning-rate factor, e.g. {{75: 0.1}}, got {drops!r}.")
+    normalised = {}
+    for epoch, factor in drops.items():
+        epoch = _plain("lr_drops epoch", epoch)
+        if isinstance(epoch, str) and epoch.strip().isdigit():  # JSON keys
+            epoch = int(epoch)
+        normalised[_as_int("lr_drops epoch", epoch, 1)] = _as_float(f"lr_drops[{epoch}]", factor, low_open=True)
+    c.lr_drops = normalised
+    if c.compile and c.model not in COMPILABLE_MODELS:
+        raise ValueError(f"compile supports {', '.join(COMPILABLE_MODELS)}, not {c.model!r}; train without it.")

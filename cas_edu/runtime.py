@@ -8,21 +8,62 @@ from typing import Iterator, Sequence
 import torch
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn ``"auto"`` into CUDA, then MPS, then CPU; pass anything else through ``torch.device``."""
+#: The device types cas_edu runs on (``"auto"`` picks among them).
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def device_name(device: str | torch.device) -> str:
+    """Check how a device is spelled, without asking whether this machine has it; return it normalised.
+
+    Accepts ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (any case, surrounding spaces ignored) or a
+    ``torch.device`` of those types. Raises ``ValueError`` for anything else (``"gpu"``, ``"cuda:x"``, ``"meta"``).
+    """
     if isinstance(device, torch.device):
-        return device
-    if device == "auto":
+        parsed = device
+    elif isinstance(device, str):
+        text = device.strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            parsed = torch.device(text)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps'.") from None
+    else:
+        raise ValueError(f"device must be a string such as 'auto', 'cpu', 'cuda' or 'mps', got {device!r}.")
+    if parsed.type not in DEVICE_TYPES:
+        raise ValueError(f"Unsupported device {device!r}: cas_edu runs on 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    return str(parsed)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The ``torch.device`` to run on: ``"auto"`` picks CUDA, then MPS, then CPU; anything else must exist here.
+
+    Raises ``ValueError`` (one sentence) for an unknown spelling (:func:`device_name`), for ``cuda`` / ``mps``
+    on a machine without it, and for a CUDA index this machine does not have (``cuda:7`` on one GPU).
+    """
+    name = device_name(device)
+    if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps'.") from err
+    parsed = torch.device(name)
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"Device {name!r} is not available: this machine has no usable CUDA GPU (or PyTorch "
+                             "was built without CUDA); use 'auto' or 'cpu'.")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"Device {name!r} does not exist: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}.")
+    elif parsed.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"Device {name!r} is not available: MPS needs an Apple-silicon Mac with a PyTorch "
+                             "built for it; use 'auto' or 'cpu'.")
+    return parsed
 
 
 def seed_everything(seed: int) -> None:

@@ -281,7 +281,7 @@ def test_npz_grey_single_file_carves_test(tmp_path: Path) -> None:
     "arrays, match",
     [
         ({"x": np.zeros((4, 3, 3), np.uint8)}, "'x' and 'y'"),
-        ({"x": np.zeros((4, 3, 3), np.float32), "y": np.zeros(4, np.int64)}, "uint8"),
+        ({"x": np.zeros((4, 3, 3), np.int64), "y": np.zeros(4, np.int64)}, "uint8"),
         ({"x": np.zeros((4, 3), np.uint8), "y": np.zeros(4, np.int64)}, "N x H x W"),
         ({"x": np.zeros((4, 3, 3), np.uint8), "y": np.zeros(5, np.int64)}, "4 images"),
         ({"x": np.zeros((4, 3, 3), np.uint8), "y": np.zeros(4, np.float32)}, "integer"),
@@ -368,3 +368,148 @@ def test_real_cifar10_npz(tmp_path: Path) -> None:
     assert d.input_shape == (3, 32, 32)
     assert d.classes == CIFAR10_NAMES
     assert torch.bincount(d.test.y, minlength=10).tolist() == [1000] * 10
+
+
+# --------------------------------------------------------------------------- npz files that must be refused
+
+
+def _save_good(folder: Path, n: int = 40, classes: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    np.savez(folder / "a.npz", x=rng.integers(0, 256, (n, 4, 4), dtype=np.uint8), y=np.arange(n) % classes)
+    return folder / "a.npz"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "tail-cut", "flipped-byte", "compressed-flipped-byte"])
+def test_npz_truncated_or_corrupt_is_a_value_error_naming_the_file(tmp_path: Path, damage: str) -> None:
+    f = _save_good(tmp_path)
+    if damage.startswith("compressed"):
+        with np.load(f) as arrays:
+            np.savez_compressed(f, **arrays)
+    raw = f.read_bytes()
+    f.write_bytes({"truncated": raw[: len(raw) // 2], "tail-cut": raw[:-10]}.get(
+        damage, raw[:150] + bytes([raw[150] ^ 0xFF]) + raw[151:]))
+    with pytest.raises(ValueError, match="a.npz") as info:
+        load(f"npz:{tmp_path}")
+    assert "\n" not in str(info.value)
+
+
+def test_npz_pickled_object_arrays_are_refused_without_unpickling(tmp_path: Path) -> None:
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}] * 4, dtype=object), y=np.arange(4) % 2)
+    with pytest.raises(ValueError, match="obj.npz.*pickled"):
+        load(f"npz:{tmp_path}")
+
+
+_NAN_IMAGES = np.full((8, 3, 3), 0.5, np.float32)
+_NAN_IMAGES[0, 0, 0] = np.nan
+
+
+@pytest.mark.parametrize("x, match", [
+    (_NAN_IMAGES, "NaN"),
+    (np.full((8, 3, 3), 2.0, np.float32), r"\[0, 1\]"),
+    (np.full((8, 3, 3), -0.5, np.float64), r"\[0, 1\]"),
+    (np.zeros((8, 3, 3), bool), "uint8"),
+    (np.zeros((8, 3, 32, 32), np.uint8), "channels-first"),
+    (np.zeros((0, 3, 3), np.uint8), "no images"),
+], ids=["nan", "above-1", "below-0", "bool", "channels-first", "empty"])
+def test_npz_images_must_be_finite_in_range_and_channels_last(tmp_path: Path, x, match: str) -> None:
+    np.savez(tmp_path / "img.npz", x=x, y=np.arange(len(x)) % 2)
+    with pytest.raises(ValueError, match=match) as info:
+        load(f"npz:{tmp_path}")
+    assert "img.npz" in str(info.value)
+
+
+def test_npz_float_images_in_0_1_load_unscaled(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).random((20, 3, 3, 3)).astype(np.float64)
+    np.savez(tmp_path / "train.npz", x=x, y=np.arange(20) % 2)
+    np.savez(tmp_path / "test.npz", x=(x[:4] * 255).astype(np.uint8), y=np.arange(4) % 2)  # uint8 beside float
+    d = load(f"npz:{tmp_path}", val_fraction=0)
+    assert torch.allclose(d.train.x, torch.as_tensor(x, dtype=torch.float32).permute(0, 3, 1, 2))
+    assert torch.equal(d.test.x, torch.as_tensor((x[:4] * 255).astype(np.uint8)).permute(0, 3, 1, 2).float() / 255)
+
+
+@pytest.mark.parametrize("y, match", [
+    (np.array([0, 1, 2.5, 3] * 5), "integer"),
+    (np.array([0, 1, -1, 2] * 5), "non-negative"),
+    (np.array([0, 1, 2, 10 ** 6] * 5), "1000001-way classifier"),
+    (np.arange(1500), "at most 1000"),                       # every class present, still too many for labels alone
+    (np.array([0, 1, 500, 2] * 5), "never occur"),
+    (np.array([0, 1, 9, 2] * 5), r"6 of the classes 0\.\.9 never occur \(3, 4, 5, 6, 7, \.\.\.\)"),
+    (np.zeros(20, np.int64), "at least 2"),
+    (np.array([True, False] * 10), "integer"),
+], ids=["float", "negative", "huge", "too-many", "sparse", "gaps", "one-class", "bool"])
+def test_npz_labels_must_be_class_indices_0_to_k(tmp_path: Path, y: np.ndarray, match: str) -> None:
+    np.savez(tmp_path / "lab.npz", x=np.zeros((len(y), 3, 3), np.uint8), y=y)
+    with pytest.raises(ValueError, match=match):
+        load(f"npz:{tmp_path}")
+
+
+def test_npz_test_labels_must_be_classes_seen_in_training(tmp_path: Path) -> None:
+    _save_good(tmp_path, classes=4)
+    np.savez(tmp_path / "test.npz", x=np.zeros((4, 4, 4), np.uint8), y=np.array([0, 1, 2, 7]))
+    with pytest.raises(ValueError, match=r"test.npz: label 7 never occurs in the training files \(classes 0..3\)"):
+        load(f"npz:{tmp_path}")
+
+
+def test_npz_classes_txt_declares_classes_absent_from_the_labels(tmp_path: Path) -> None:
+    np.savez(tmp_path / "a.npz", x=np.zeros((20, 3, 3), np.uint8), y=np.array([0, 5] * 10))
+    (tmp_path / "classes.txt").write_text("\n".join(f"c{i}" for i in range(6)))
+    assert load(f"npz:{tmp_path}").num_classes == 6  # declared: gaps allowed
+    (tmp_path / "classes.txt").write_text("c0\nc1\nc2\n")
+    with pytest.raises(ValueError, match="label 5 has no name in .*classes.txt"):
+        load(f"npz:{tmp_path}")
+
+
+def test_cifar10_npz_labels_beyond_its_ten_classes_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar10"
+    folder.mkdir()
+    np.savez(folder / "train-0.npz", x=np.zeros((20, 32, 32, 3), np.uint8), y=np.arange(20) % 12)
+    np.savez(folder / "test.npz", x=np.zeros((4, 32, 32, 3), np.uint8), y=np.arange(4))
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\)"):
+        load("cifar10", root=tmp_path)
+
+
+def test_a_data_root_that_is_a_file_is_a_value_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        load("cifar10", root=tmp_path / "file")
+
+
+def test_dataset_key_is_canonical_and_keeps_npz_paths() -> None:
+    assert data.dataset_key(" Fashion-MNIST ") == "fashion_mnist" and data.dataset_key("CIFAR_10") == "cifar10"
+    assert data.dataset_key("NPZ:/Data/My-Set") == "npz:/Data/My-Set"
+    for bad in ("imagenet", "npz:", "", 3):
+        with pytest.raises(ValueError):
+            data.dataset_key(bad)
+
+
+# --------------------------------------------------------------------------- failed downloads
+
+
+@pytest.mark.parametrize("name, shown", [("cifar10", "CIFAR-10"), ("mnist", "MNIST"), ("svhn", "SVHN")])
+def test_download_without_network_is_one_line_with_the_offline_fix(name: str, shown: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.error
+    import urllib.request
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError(OSError("Network is unreachable"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    with pytest.raises(data.DownloadError) as info:
+        load(name, root=tmp_path, download=True)
+    message = str(info.value)
+    assert message.startswith(f"could not download {shown} (no network: ") and "Network is unreachable" in message
+    assert str(tmp_path) in message and "CAS_EDU_DATA" in message and "\n" not in message
+    assert isinstance(info.value, OSError)
+
+
+def test_download_into_a_full_disk_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import urllib.request
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(urllib.request, "urlopen", disk_full)
+    with pytest.raises(data.DownloadError, match=r"into .*No space left on device.*free space"):
+        load("cifar10", root=tmp_path, download=True)

@@ -1,0 +1,257 @@
+"""Every command-line flag is checked before any work: exit code 2 and one ``error:`` line, no data loaded,
+nothing trained, no run folder created; environmental failures exit 1 with one line; never a traceback."""
+from __future__ import annotations
+
+import errno
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from cas_edu import cli, data, training
+from cas_edu.checkpoint import model_spec, read_checkpoint, save_checkpoint
+from cas_edu.models import build
+from cas_edu.presets import make_config
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted in a CLI validation test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
+def spies(monkeypatch):
+    """Record every call of data.load and training.train (the real functions still run)."""
+    calls = {"load": [], "train": []}
+    real_load, real_train = data.load, training.train
+
+    def load(*args, **kwargs):
+        calls["load"].append(args)
+        return real_load(*args, **kwargs)
+
+    def train(*args, **kwargs):
+        calls["train"].append(args)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(data, "load", load)
+    monkeypatch.setattr(training, "train", train)
+    return calls
+
+
+def _save_run(folder: Path, cas: bool, **config) -> Path:
+    """An untrained small-CNN digits checkpoint (no training needed to test the checks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = build("small_cnn", num_classes=10, in_channels=1, cas=cas)
+    save_checkpoint(folder / "best.pt", {
+        "config": make_config("digits", cas=cas, **config).to_dict(),
+        "model_spec": model_spec("small_cnn", 10, 1, model),
+        "model_state": model.state_dict(), "epoch": 1})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {"cas": _save_run(root / "cas", True), "plain": _save_run(root / "plain", False),
+            "all_data": _save_run(root / "all_data", True, val_fraction=0)}
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line(code: int, out: str, err: str, expected: int = 2) -> str:
+    assert code == expected, err
+    assert out == ""
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- train
+
+
+TRAIN_CASES = {
+    "lr-nan": (["--lr", "nan"], "--lr"), "lr-inf": (["--lr", "inf"], "--lr"), "lr-0": (["--lr", "0"], "--lr"),
+    "lr-negative": (["--lr", "-0.1"], "--lr"), "lr-text": (["--lr", "fast"], "--lr"),
+    "epochs-0": (["--epochs", "0"], "--epochs"), "epochs-negative": (["--epochs", "-2"], "--epochs"),
+    "epochs-float": (["--epochs", "2.5"], "--epochs"), "batch-0": (["--batch-size", "0"], "--batch-size"),
+    "batch-negative": (["--batch-size", "-64"], "--batch-size"),
+    "steps-0": (["--attack-steps", "0"], "--attack-steps"),
+    "step-negative": (["--step-size", "-0.01"], "--step-size"), "step-nan": (["--step-size", "nan"], "--step-size"),
+    "eps-nan": (["--eps", "nan"], "--eps"), "eps-inf": (["--eps", "inf"], "--eps"),
+    "eps-negative": (["--eps", "-0.1"], "--eps"),
+    "cas-beta-negative": (["--cas-beta", "-1"], "--cas-beta"), "cas-beta-nan": (["--cas-beta", "nan"], "--cas-beta"),
+    "val-1": (["--val-fraction", "1"], "--val-fraction"), "val-negative": (["--val-fraction", "-0.1"], "--val-fraction"),
+    "val-nan": (["--val-fraction", "nan"], "--val-fraction"), "seed-negative": (["--seed", "-1"], "--seed"),
+    "device-gpu": (["--device", "gpu"], "gpu"), "device-nonsense-index": (["--device", "cuda:x"], "cuda:x"),
+    "dataset-unknown": (["--dataset", "imagenet"], "imagenet"),
+    "dataset-npz-missing": (["--dataset", "npz:{tmp}/nothing"], "nothing"),
+    "data-root-file": (["--data-root", "{tmp}/a_file"], "--data-root"),
+    "compile-wrn": (["--model", "wrn34_10", "--compile"], "compile"),
+}
+
+
+@pytest.mark.parametrize("extra, needle", TRAIN_CASES.values(), ids=TRAIN_CASES.keys())
+def test_train_refuses_bad_flags_before_any_work(extra, needle, tmp_path, capsys, spies):
+    (tmp_path / "a_file").write_text("not a folder")
+    args = ["train", "--out", tmp_path / "run", "--quiet", *[a.format(tmp=tmp_path) for a in extra]]
+    line = assert_one_line(*run_cli(capsys, *args))
+    assert needle in line
+    assert spies == {"load": [], "train": []}
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_an_out_that_is_a_file_or_cannot_be_created(tmp_path, capsys, spies):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    for out, needle in ((blocker, "is a file"), (blocker / "run", "cannot be created")):
+        line = assert_one_line(*run_cli(capsys, "train", "--out", out, "--quiet"))
+        assert needle in line and str(blocker) in line
+    assert spies == {"load": [], "train": []}
+    assert blocker.read_text() == "a file"
+
+
+@pytest.mark.parametrize("device, needle", [("cuda", "CUDA"), ("cuda:7", "CUDA"), ("mps", "MPS")])
+def test_train_refuses_a_device_this_machine_does_not_have(device, needle, tmp_path, capsys, spies, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    line = assert_one_line(*run_cli(capsys, "train", "--out", tmp_path / "run", "--device", device))
+    assert needle in line and "not available" in line
+    assert spies == {"load": [], "train": []} and not (tmp_path / "run").exists()
+
+
+def test_train_refuses_a_missing_cuda_index(tmp_path, capsys, spies, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    line = assert_one_line(*run_cli(capsys, "train", "--out", tmp_path / "run", "--device", "cuda:7"))
+    assert "cuda:7" in line and "1 CUDA device" in line
+    assert spies == {"load": [], "train": []}
+
+
+# --------------------------------------------------------------------------- evaluate and activations
+
+
+EVAL_CASES = {
+    "attacks-empty": (["--attacks", ""], "--attacks"), "attacks-commas": (["--attacks", " , "], "--attacks"),
+    "attacks-unknown": (["--attacks", "natural,pgd1000"], "pgd1000"),
+    "n-0": (["--n", "0"], "--n"), "n-negative": (["--n", "-5"], "--n"),
+    "subset-n-negative": (["--subset-n", "-1"], "--subset-n"), "subset-n-0": (["--subset-n", "0"], "--subset-n"),
+    "batch-0": (["--batch-size", "0"], "--batch-size"), "eps-nan": (["--eps", "nan"], "--eps"),
+    "eps-above-1": (["--eps", "2"], "--eps"), "seed-negative": (["--seed", "-3"], "--seed"),
+    "device-gpu": (["--device", "gpu"], "gpu"), "dataset-unknown": (["--dataset", "imagenet"], "imagenet"),
+    "dataset-npz-missing": (["--dataset", "npz:{tmp}/nothing"], "nothing"),
+    "data-root-file": (["--data-root", "{tmp}/a_file"], "--data-root"),
+    "ce+cas-without-cas": (["--objective", "ce+cas"], "ce+cas"),
+}
+
+
+@pytest.mark.parametrize("extra, needle", EVAL_CASES.values(), ids=EVAL_CASES.keys())
+def test_evaluate_refuses_bad_flags_before_loading_data(extra, needle, runs, tmp_path, capsys, spies):
+    (tmp_path / "a_file").write_text("not a folder")
+    line = assert_one_line(*run_cli(capsys, "evaluate", runs["plain"], *[a.format(tmp=tmp_path) for a in extra]))
+    assert needle in line
+    assert spies["load"] == []
+    assert sorted(p.name for p in runs["plain"].iterdir()) == ["best.pt"], "nothing written into the run"
+
+
+def test_evaluate_refuses_the_val_split_of_a_run_trained_on_everything(runs, capsys, spies):
+    line = assert_one_line(*run_cli(capsys, "evaluate", runs["all_data"], "--split", "val"))
+    assert "val_fraction 0" in line and "--split test" in line
+    assert spies["load"] == []
+
+
+ACT_CASES = {
+    "class-id-99": (["--class-id", "99"], "--class-id 99"), "class-id-10": (["--class-id", "10"], "10 classes"),
+    "class-id-negative": (["--class-id", "-1"], "--class-id"), "layer-unknown": (["--layer", "nosuch"], "block3"),
+    "n-0": (["--n", "0"], "--n"), "eps-negative": (["--eps", "-1"], "--eps"), "device": (["--device", "tpu"], "tpu"),
+}
+
+
+@pytest.mark.parametrize("extra, needle", ACT_CASES.values(), ids=ACT_CASES.keys())
+def test_activations_refuses_bad_flags_before_loading_data(extra, needle, runs, capsys, spies):
+    line = assert_one_line(*run_cli(capsys, "activations", runs["cas"], *extra))
+    assert needle in line
+    assert spies["load"] == []
+
+
+@pytest.mark.parametrize("command", ["evaluate", "activations"])
+@pytest.mark.parametrize("damage, needle", [
+    ("rename", "1 missing (blocks.block1.0.weight); 1 unexpected (old_name.weight)"),
+    ("drop", "1 missing (fc.bias)"),
+    ("extra", "1 unexpected (extra.weight)"),
+    ("shape", "fc.weight (11, 128) vs (10, 128)"),
+    ("no-spec", "no model_spec"),
+    ("bad-spec", "model_spec"),
+    ("bad-config", "recorded training config"),
+])
+def test_a_checkpoint_that_does_not_fit_its_model_exits_2_naming_the_mismatch(command, damage, needle, runs,
+                                                                             tmp_path, capsys, spies):
+    payload = read_checkpoint(runs["cas"])
+    state = dict(payload["model_state"])
+    if damage == "rename":
+        state["old_name.weight"] = state.pop("blocks.block1.0.weight")
+    elif damage == "drop":
+        del state["fc.bias"]
+    elif damage == "extra":
+        state["extra.weight"] = torch.zeros(3)
+    elif damage == "shape":
+        state["fc.weight"] = torch.zeros(11, 128)
+    payload["model_state"] = state
+    if damage == "no-spec":
+        del payload["model_spec"]
+    elif damage == "bad-spec":
+        payload["model_spec"] = {**payload["model_spec"], "num_classes": -3}
+    elif damage == "bad-config":
+        payload["config"] = {**payload["config"], "lr": float("nan")}
+    payload.pop("format")
+    save_checkpoint(tmp_path / "damaged.pt", payload)
+    line = assert_one_line(*run_cli(capsys, command, tmp_path / "damaged.pt"))
+    assert needle in line and "damaged.pt" in line
+    assert spies["load"] == []
+
+
+# --------------------------------------------------------------------------- environmental failures: exit 1
+
+
+def test_download_without_network_is_one_line_naming_the_offline_fix(tmp_path, capsys, monkeypatch, spies):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    line = assert_one_line(*run_cli(capsys, "train", "--out", tmp_path / "run", "--dataset", "cifar10", "--model",
+                                    "resnet18", "--data-root", tmp_path / "data", "--download", "--quiet"), expected=1)
+    assert "could not download CIFAR-10 (no network: " in line and "name resolution" in line
+    assert str(tmp_path / "data") in line and "CAS_EDU_DATA" in line
+    assert spies["train"] == []
+
+
+@pytest.mark.parametrize("error", [PermissionError(errno.EACCES, "Permission denied", "/somewhere"),
+                                   OSError(errno.ENOSPC, "No space left on device")], ids=["permission", "disk-full"])
+def test_an_os_error_reaching_main_is_one_line_and_exit_1(error, tmp_path, capsys, monkeypatch):
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(data, "load", fails)
+    line = assert_one_line(*run_cli(capsys, "train", "--out", tmp_path / "run", "--quiet"), expected=1)
+    assert error.strerror in line
+
+
+def test_exit_codes_are_documented_in_help_and_main(capsys):
+    for command in ([], ["train"], ["evaluate"], ["activations"]):
+        with pytest.raises(SystemExit):
+            cli.main([*command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert "exit codes: 0 success; 1 " in out and "2 bad input" in out, command
+    assert "Exit codes" in cli.main.__doc__ and "2 bad input" in cli.main.__doc__
