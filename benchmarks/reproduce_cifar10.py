@@ -9,8 +9,8 @@ What it does, for AT (``pgd_at``) and AT+CAS (``pgd_at --cas``), ResNet-18, ``--
        notebook-04 ``gpu`` profile's attacks: natural, FGSM, PGD-20 and CW∞ (both objectives for the CAS model)
        on the whole test set, and Square, AutoAttack and the straight-through (BPDA) PGD-100×5 and AutoAttack
        on a seeded, class-balanced subset of ``--subset-n`` test images (default 1,000); the per-example worst
-       case uses the examples every attack ran on. Reports go to ``OUT/<run>/eval.json`` (reused by a rerun
-       when they cover the same attacks and examples);
+       case uses the examples every attack ran on. Reports are kept in ``OUT/<run>/eval/`` (``cas_edu.run_folder``;
+       a rerun reuses the newest one that covers the same attacks and examples);
     3. prints a markdown table (accuracy %, n for every column, the machine, the data, the command), the gain
        of CAS in worst-case accuracy with a paired 95 % interval, and writes benchmarks/results/reproduce_cifar10.json.
 
@@ -22,6 +22,8 @@ Usage (repository root; the data root holds cifar10/train-*.npz + cifar10/test.n
            [--epochs N] [--batch-size B] [--subset-n 1000] [--time-limit-s 540]
     # CPU smoke run on a subset (minutes): --epochs 1 --train-n 256 --val-n 32 --test-n 64 --subset-n 10
 Exit code 3: stopped at --time-limit-s after writing a checkpoint; run the same command again to go on.
+Exit code 2 (one line): a run folder holds a run trained with other settings (e.g. another --epochs with the
+fast preset, whose schedule depends on it), or another training holds it; nothing is replaced.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_json  # noqa: E402
 
-from cas_edu import data, pipeline  # noqa: E402
+from cas_edu import data, pipeline, run_folder  # noqa: E402
 from cas_edu.checkpoint import read_checkpoint  # noqa: E402
 from cas_edu.evaluation import COSTLY, EvaluationReport, paired_difference  # noqa: E402
 from cas_edu.presets import make_config  # noqa: E402
@@ -92,14 +94,18 @@ def train_run(config, folder: Path, ds: data.Dataset, deadline: float | None) ->
 
 
 def saved_report(folder: Path, n_test: int, subset_n: int) -> EvaluationReport | None:
-    """The run's eval.json when it covers the profile's attacks on the same number of test and subset images."""
-    path = folder / "eval.json"
-    if not path.is_file():
-        return None
-    report = EvaluationReport.from_dict(json.loads(path.read_text()))
-    same = (report.n_examples == n_test and set(PROFILE.attacks) <= set(report.accuracy)
-            and all(report.count(a) == min(subset_n, n_test) for a in PROFILE.attacks if a in COSTLY))
-    return report if same else None
+    """The run's newest kept report (``run_folder.saved_reports``) that covers the profile's attacks on the same
+    number of test and subset images, or None."""
+    for path in run_folder.saved_reports(folder):
+        try:
+            report = run_folder.load_report(path)
+        except ValueError:  # not a report: look further back
+            continue
+        same = (report.n_examples == n_test and set(PROFILE.attacks) <= set(report.accuracy)
+                and all(report.count(a) == min(subset_n, n_test) for a in PROFILE.attacks if a in COSTLY))
+        if same:
+            return report
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         except TimeLimitReached as stop:
             print(stop)
             return EXIT_RERUN
+        except ValueError as refused:  # the folder holds another run, another training holds it, or bad settings
+            print(f"error: {refused}", file=sys.stderr)
+            return 2
         folders[label], eps = folder, config.eps
         history = json.loads((folder / "history.json").read_text())["history"]
         results[label] = {"run": str(folder), "epochs": config.epochs,

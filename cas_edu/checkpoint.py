@@ -1,6 +1,8 @@
 """Checkpoints: plain dicts of tensors and config, written atomically, read with ``weights_only=True``."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import pickle
@@ -10,34 +12,92 @@ from typing import Any
 
 import torch
 
-from .models import CASClassifier, build
+from .models import MODELS, CASClassifier, build
 from .runtime import resolve_device
 
 FORMAT = "cas_edu.checkpoint/1"
+#: Suffix of the temporary files the atomic writer names ``.<name>.<random>.tmp``.
+TMP_SUFFIX = ".tmp"
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class CheckpointWriteError(OSError):
+    """A checkpoint or JSON file could not be written (disk full, no permission, a folder in the way): nothing
+    was replaced -- the previous file at that path, if any, is intact -- and no temporary file is left."""
+
+
+def _one_line(err: BaseException) -> str:
+    """Why a write failed, in a few words: the OS error's text, else the exception's message on one line."""
+    if isinstance(err, OSError) and err.errno:
+        return os.strerror(err.errno)
+    text = " ".join(str(err).split()) or type(err).__name__
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"the write failed, the disk may be full: {text}" if isinstance(err, RuntimeError) else text
+
+
+def _publish(tmp: str, path: Path, replace: bool) -> None:
+    """Move the finished temporary file to ``path``: a rename, or with ``replace=False`` a hard link that fails
+    with ``FileExistsError`` when ``path`` exists (where links are unsupported: a check, then the rename)."""
+    if replace:
+        os.replace(tmp, path)
+        return
     try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except (OSError, AttributeError) as err:
+        if isinstance(err, OSError) and err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP,
+                                                          errno.ENOSYS, errno.EMLINK, errno.EXDEV):
+            raise
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "file exists", str(path)) from None
+        os.replace(tmp, path)
+    else:
+        with contextlib.suppress(OSError):  # published: a leftover name for the same data is harmless
+            os.unlink(tmp)
+
+
+def _atomic_write(path: Path, write, replace: bool = True) -> None:
+    """Write ``path`` through ``.<name>.<random>.tmp`` in the same folder, fsync it, then rename it into place.
+
+    A failure (OSError, or the RuntimeError ``torch.save`` raises when the disk fills) leaves the previous
+    file untouched and removes the temporary file, and is raised as :class:`CheckpointWriteError`; an
+    interruption (KeyboardInterrupt) also removes it and propagates. With ``replace=False`` an existing
+    ``path`` raises ``FileExistsError`` and is never replaced.
+    """
+    existed, tmp = False, None
+    try:
+        existed = path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _publish(tmp, path, replace)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, FileExistsError) and not replace and tmp is not None:
+            raise
+        if isinstance(err, (OSError, RuntimeError)) and not isinstance(err, CheckpointWriteError):
+            state = f"the previous {path.name} is intact" if existed else f"no {path.name} was written"
+            raise CheckpointWriteError(f"could not write {path} ({_one_line(err)}); {state}.") from err
         raise
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` through a temporary file and a rename, so a crash never leaves half a file."""
+    """Write ``payload`` to ``path`` through a temporary file and a rename, so a crash never leaves half a file.
+
+    Raises :class:`CheckpointWriteError` (one sentence; the previous file is intact) when the write fails.
+    """
     _atomic_write(Path(path), lambda handle: torch.save({"format": FORMAT, **payload}, handle))
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON atomically."""
-    _atomic_write(Path(path), lambda handle: handle.write(json.dumps(data, indent=2).encode()))
+def write_json(path: str | os.PathLike, data: Any, *, replace: bool = True) -> None:
+    """Write JSON atomically (as :func:`save_checkpoint`); with ``replace=False`` an existing ``path`` raises
+    ``FileExistsError`` instead of being replaced. Raises :class:`CheckpointWriteError` when the write fails."""
+    _atomic_write(Path(path), lambda handle: handle.write(json.dumps(data, indent=2).encode()), replace=replace)
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
@@ -73,12 +133,69 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return payload
 
 
-def model_from_payload(payload: dict[str, Any]) -> CASClassifier:
-    """Rebuild the model a checkpoint describes and load its weights."""
-    spec = payload["model_spec"]
-    model = build(spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
-                  cas=bool(spec["cas_layers"]), cas_layers=spec["cas_layers"] or None)
-    model.load_state_dict(payload["model_state"])
+#: Largest head and input a checkpoint's ``model_spec`` may ask for; anything bigger is damage, not a model.
+_MAX_SPEC_CLASSES, _MAX_SPEC_CHANNELS = 100_000, 1024
+
+
+def _shown(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def load_weights(model: torch.nn.Module, state: Any, source: str | os.PathLike = "checkpoint") -> None:
+    """``model.load_state_dict(state)`` (strict), but a state that does not fit ``model`` (missing or unexpected
+    keys, wrong shapes, not a dict of tensors) raises ``ValueError`` with one line naming the first mismatches
+    and ``source``, instead of PyTorch's multi-line error."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"{source}: model_state is not a dict of named tensors; the checkpoint is damaged.")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        problems = ([f"{len(missing)} missing ({_shown(missing)})"] if missing else []) \
+            + ([f"{len(unexpected)} unexpected ({_shown(unexpected)})"] if unexpected else []) \
+            + ([f"{len(wrong)} of another shape (checkpoint vs model: {_shown(wrong)})"] if wrong else [])
+        raise ValueError(f"{source}: the weights do not fit the model it records ({type(model).__name__}): "
+                         f"{'; '.join(problems)}. It was written by another cas_edu version or for another model; "
+                         "retrain it, or load it with the code that wrote it.")
+    model.load_state_dict(state)
+
+
+def model_from_payload(payload: dict[str, Any], source: str | os.PathLike = "checkpoint") -> CASClassifier:
+    """Rebuild the model a checkpoint describes (``model_spec``) and load its weights (``model_state``).
+
+    Raises ``ValueError`` with one line naming ``source`` when the spec is missing or nonsense, or when the weights
+    do not fit the model it describes (:func:`load_weights`).
+    """
+    spec = payload.get("model_spec") if isinstance(payload, dict) else None
+    if spec is None:
+        raise ValueError(f"{source} has no model_spec (the model description cas_edu writes); it was not written "
+                         "by cas_edu's train, or it is damaged.")
+    if not isinstance(spec, dict):
+        raise ValueError(f"{source}: model_spec must be a dict describing the model, got {type(spec).__name__}; "
+                         "the checkpoint is damaged.")
+    name, num_classes, in_channels, cas_layers = (spec.get(k) for k in ("name", "num_classes", "in_channels",
+                                                                          "cas_layers"))
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"{source}: model_spec names an unknown model {name!r} (this version builds "
+                         f"{', '.join(MODELS)}); the checkpoint is damaged or from another version.")
+    for key, value, most in (("num_classes", num_classes, _MAX_SPEC_CLASSES), ("in_channels", in_channels,
+                                                                              _MAX_SPEC_CHANNELS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise ValueError(f"{source}: model_spec {key} must be a whole number from 1 to {most}, got {value!r}; "
+                             "the checkpoint is damaged.")
+    if cas_layers is None:
+        cas_layers = []
+    if not isinstance(cas_layers, list) or not all(isinstance(layer, str) for layer in cas_layers):
+        raise ValueError(f"{source}: model_spec cas_layers must be a list of layer names, got {cas_layers!r}.")
+    try:
+        model = build(name, num_classes=num_classes, in_channels=in_channels, cas=bool(cas_layers),
+                      cas_layers=cas_layers or None)
+    except ValueError as err:
+        raise ValueError(f"{source}: model_spec does not describe a model this version can build ({err})") from None
+    load_weights(model, payload.get("model_state"), source)
     return model
 
 
@@ -88,7 +205,12 @@ def model_spec(name: str, num_classes: int, in_channels: int, model: CASClassifi
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> CASClassifier:
-    """Load a trained model (a run folder or a ``.pt`` file) in eval mode; ``forward(x)`` returns logits."""
+    """Load a trained model (a run folder or a ``.pt`` file) in eval mode; ``forward(x)`` returns logits.
+
+    Raises ``FileNotFoundError`` when there is no checkpoint, ``ValueError`` (one line) for a file that is not a
+    cas_edu checkpoint, needs pickled code, or whose weights do not fit its recorded model, or for a device this
+    machine does not have.
+    """
     device = resolve_device(device)
-    model = model_from_payload(read_checkpoint(path))
+    model = model_from_payload(read_checkpoint(path), source=checkpoint_file(path))
     return model.to(device).eval()

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 import torch
 
-from . import data
-from .checkpoint import checkpoint_file, read_checkpoint, write_json
+from . import data, run_folder
+from .checkpoint import CheckpointWriteError, checkpoint_file, read_checkpoint
 from .evaluation import ATTACKS, STRAIGHT_THROUGH
 from .models import MODELS
 from .presets import METHODS, PRESETS, TrainConfig
@@ -29,8 +30,27 @@ def default_attacks(has_cas: bool) -> tuple[str, ...]:
     return REPORT_ATTACKS + (STRAIGHT_THROUGH if has_cas else ())
 
 
+#: Exit code when a checkpoint or report could not be written (disk full, no permission): sysexits' EX_IOERR.
+#: What was there before is intact; a report that could not be saved has been printed.
+EXIT_WRITE_FAILED = 74
+
+
 class UsageError(Exception):
     """Bad arguments: reported as one line with exit code 2."""
+
+
+def _remember_given(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser``'s ``store`` and ``store_true`` options add their ``dest`` to ``namespace.given`` when the
+    command line names them, so that ``--resume`` compares only the settings the user gave."""
+    for name in (None, "store", "store_true"):  # None: an option without action= ("store")
+        base = parser._registry_get("action", name)
+
+        class Remembering(base):  # type: ignore[misc, valid-type]
+            def __call__(self, parser, namespace, values, option_string=None):
+                super().__call__(parser, namespace, values, option_string)
+                namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+        parser.register("action", name, Remembering)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,32 +58,87 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
-def _eps(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"eps must lie in [0, 1] (images are in [0, 1]), got {text}")
-    return value
+#: Exit codes, for ``main``'s docstring and every ``--help``.
+EXIT_CODES = ("exit codes: 0 success; 1 the machine or the run failed, not the input (no network for --download, "
+              "permission denied or disk full outside the run's own files, out of memory, a non-finite loss); "
+              "2 bad input: arguments, paths, data or checkpoint files, checked before any work starts; "
+              f"{EXIT_WRITE_FAILED} a checkpoint or report could not be written (what was there before is intact); "
+              "130 interrupted. Every failure prints one line on stderr, never a traceback.")
+
+
+def _number(text: str, kind: type) -> float | int:
+    """``text`` as ``kind`` (int or float), or ``ArgumentTypeError`` naming it."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+
+
+def _at_least(minimum: int):
+    """argparse type: a whole number >= ``minimum``."""
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+def _finite(low: float = 0.0, high: float = math.inf, *, low_open: bool = False, high_open: bool = False,
+            why: str = ""):
+    """argparse type: a finite float from ``low`` to ``high`` (open ends as flagged)."""
+    if high == math.inf:
+        rule = f"a finite number {'above' if low_open else 'of at least'} {low:g}"
+    else:
+        rule = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        value = _number(text, float)
+        if (not math.isfinite(value) or value < low or (low_open and value == low) or value > high
+                or (high_open and value == high)):
+            raise argparse.ArgumentTypeError(f"must be {rule}{why}, got {text}")
+        return value
+    parse.__name__ = rule
+    return parse
+
+
+_eps = _finite(0.0, 1.0, why=" (images are in [0, 1]; 8/255 is about 0.031)")
+
+
+def _attack_list(text: str) -> str:
+    """argparse type for ``--attacks``: a comma list of known attacks, at least one, normalised."""
+    names = list(dict.fromkeys(a.strip().lower() for a in text.split(",") if a.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"needs at least one attack, a comma list from {','.join(ATTACKS)}")
+    unknown = [a for a in names if a not in ATTACKS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown attack(s) {', '.join(unknown)}; choose from {','.join(ATTACKS)}")
+    return ",".join(names)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m cas_edu", description="Channel-wise Activation Suppressing: train, attack, inspect.")
+    parser = _Parser(prog="python -m cas_edu", description="Channel-wise Activation Suppressing: train, attack, inspect.",
+                     epilog=EXIT_CODES)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train a model (digits small CNN with PGD-AT by default)")
+    train = sub.add_parser("train", help="train a model (digits small CNN with PGD-AT by default)", epilog=EXIT_CODES)
+    _remember_given(train)
     train.add_argument("--dataset", default="digits", help=f"one of {', '.join(data.DATASETS)} or npz:PATH")
     train.add_argument("--model", default="small_cnn", choices=MODELS)
     train.add_argument("--method", default="pgd_at", choices=METHODS)
     train.add_argument("--cas", action="store_true", help="add CAS modules at the official default places")
-    train.add_argument("--cas-beta", type=float, default=None, help="weight β of the auxiliary CAS losses (2)")
+    train.add_argument("--cas-beta", type=_finite(), default=None, help="weight β of the auxiliary CAS losses (2)")
     train.add_argument("--preset", default="fast", choices=PRESETS, help="fast: one-cycle short schedule; paper: official")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
+    train.add_argument("--epochs", type=_at_least(1))
+    train.add_argument("--batch-size", type=_at_least(1))
+    train.add_argument("--lr", type=_finite(low_open=True))
     train.add_argument("--eps", type=_eps, help="L∞ budget (default per dataset: digits 0.1, CIFAR-10 8/255)")
-    train.add_argument("--step-size", type=float)
-    train.add_argument("--attack-steps", type=int)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--val-fraction", type=float,
+    train.add_argument("--step-size", type=_eps)
+    train.add_argument("--attack-steps", type=_at_least(1))
+    train.add_argument("--seed", type=_at_least(0), default=0)
+    train.add_argument("--val-fraction", type=_finite(0.0, 1.0, high_open=True,
+                                                      why=" (val_fraction held out for validation; 0: none)"),
                        help="share of the training set held out to choose best.pt (default 0.1); 0 trains on all "
                             "of it like the official scripts, and best.pt is then the last epoch")
     train.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
@@ -75,60 +150,85 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST_MODES,
                        help="channels_last memory format: auto = on CUDA only")
     train.add_argument("--compile", action="store_true", help="torch.compile each block (small_cnn, resnet18)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint with its saved settings (flags that "
+                            "differ are refused, except more --epochs with --preset paper)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run in --out: its checkpoints, history and reports (eval/, eval.json) are "
+                            "deleted before the first epoch (without it a folder holding a run is refused)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--json", action="store_true", help="print the history as JSON")
-    train.add_argument("--out", required=True, help="run folder: checkpoint.pt, best.pt, history.json")
+    train.add_argument("--out", required=True, help="run folder: checkpoint.pt, best.pt, history.json; one training "
+                                                    "at a time (it holds OUT/.lock)")
 
     evaluate = sub.add_parser("evaluate", help="accuracy under natural, FGSM, PGD-20, CW∞, Square, AutoAttack, "
-                                               "straight-through (BPDA) attacks; per-example worst case")
+                                               "straight-through (BPDA) attacks; per-example worst case",
+                              epilog=EXIT_CODES)
     evaluate.add_argument("run", help="run folder (uses best.pt, else checkpoint.pt) or a .pt file")
-    evaluate.add_argument("--attacks", default=None,
+    evaluate.add_argument("--attacks", default=None, type=_attack_list,
                           help=f"comma list from {','.join(ATTACKS)} (default: {','.join(REPORT_ATTACKS)}, "
                                f"plus {','.join(STRAIGHT_THROUGH)} for CAS models)")
     evaluate.add_argument("--objective", default="both", choices=["ce", "ce+cas", "both"])
     evaluate.add_argument("--eps", type=_eps, help="default: the training eps")
     evaluate.add_argument("--dataset", help="default: the training dataset")
     evaluate.add_argument("--split", default="test", choices=["test", "val"])
-    evaluate.add_argument("--n", type=int, help="only the first N examples of the split")
-    evaluate.add_argument("--subset-n", type=int,
+    evaluate.add_argument("--n", type=_at_least(1), help="only the first N examples of the split")
+    evaluate.add_argument("--subset-n", type=_at_least(1),
                           help="run Square, AutoAttack and the straight-through attacks on a seeded, class-balanced "
                                "subset of N of the examples (default: all)")
-    evaluate.add_argument("--batch-size", type=int, default=256)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--batch-size", type=_at_least(1), default=256)
+    evaluate.add_argument("--seed", type=_at_least(0), default=0)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--data-root")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    evaluate.add_argument("--output", help="where to write the JSON report (default: RUN/eval.json for a run folder)")
+    evaluate.add_argument("--output", help="a new file for the JSON report (never replaced; default for a run folder: "
+                                           "RUN/eval/<UTC time>-<attacks>-n<N>.json, named by RUN/eval/latest.json)")
 
     acts = sub.add_parser("activations", help="channel activation statistics, natural vs PGD-20 adversarial "
-                                              "(the official figures' attack; adaptive ce+cas on CAS models)")
+                                              "(the official figures' attack; adaptive ce+cas on CAS models)",
+                          epilog=EXIT_CODES)
     acts.add_argument("run", help="run folder or .pt file")
     acts.add_argument("--layer", help="layer name (default: the model's penultimate CAS-able layer)")
     acts.add_argument("--eps", type=_eps)
-    acts.add_argument("--class-id", type=int, help="only examples of this class (the paper uses class 0)")
+    acts.add_argument("--class-id", type=_at_least(0), help="only examples of this class (the paper uses class 0)")
     acts.add_argument("--dataset")
-    acts.add_argument("--n", type=int, help="only the first N examples of the test split")
-    acts.add_argument("--seed", type=int, default=0)
+    acts.add_argument("--n", type=_at_least(1), help="only the first N examples of the test split")
+    acts.add_argument("--seed", type=_at_least(0), default=0)
     acts.add_argument("--device", default="auto")
     acts.add_argument("--data-root")
     acts.add_argument("--json", action="store_true")
     return parser
 
 
+#: ``train`` options that set a config field of the same name (the others say where or how to run).
+CONFIG_OPTIONS = ("dataset", "model", "method", "cas", "cas_beta", "preset", "epochs", "batch_size", "lr", "eps",
+                  "step_size", "attack_steps", "seed", "val_fraction", "device", "data_root", "amp",
+                  "channels_last", "compile")
+
+
 def _command_train(args: argparse.Namespace) -> int:
     from .presets import make_config
-    from .training import train
+    from .training import resume_config, saved_config, train
 
-    config = make_config(args.dataset, args.model, args.method, args.cas, args.preset, cas_beta=args.cas_beta,
-                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eps=args.eps,
-                         step_size=args.step_size, attack_steps=args.attack_steps, seed=args.seed,
-                         device=args.device, data_root=args.data_root, amp=args.amp,
-                         channels_last=args.channels_last, compile=args.compile, val_fraction=args.val_fraction)
-    dataset = None if args.resume else data.load(config.dataset, root=config.data_root, download=args.download,
-                                                 val_fraction=config.val_fraction)
-    _, history = train(config, out_dir=args.out, dataset=dataset, resume=args.resume, progress=False if args.quiet else None)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+    out = Path(args.out)
+    if run_folder.is_main_process():  # refuse before loading the data; train() checks again under the lock
+        run_folder.check_can_start(out, resume=args.resume, overwrite=args.overwrite)
+    if args.resume:
+        given = {name: getattr(args, name) for name in CONFIG_OPTIONS if name in getattr(args, "given", ())}
+        if "dataset" in given:
+            given["dataset"] = data.dataset_key(given["dataset"])
+        saved, _ = saved_config(out)
+        config = resume_config(saved, given, out, flags=True)  # ResumeMismatchError (a ValueError) names the flags
+    else:
+        config = make_config(args.dataset, args.model, args.method, args.cas, args.preset, cas_beta=args.cas_beta,
+                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eps=args.eps,
+                             step_size=args.step_size, attack_steps=args.attack_steps, seed=args.seed,
+                             device=args.device, data_root=args.data_root, amp=args.amp,
+                             channels_last=args.channels_last, compile=args.compile, val_fraction=args.val_fraction)
+    dataset = data.load(config.dataset, root=config.data_root, download=args.download, val_fraction=config.val_fraction)
+    _, history = train(config, out_dir=out, dataset=dataset, resume=args.resume, overwrite=args.overwrite,
+                       progress=False if args.quiet else None)
+    if not run_folder.is_main_process():  # under torchrun, rank 0 reports
         return 0
     if args.json:
         print(json.dumps(history, indent=2))
@@ -139,26 +239,42 @@ def _command_train(args: argparse.Namespace) -> int:
                    f"for {last['epoch']} epochs")
         if natural is None:
             print(f"{trained} on the whole training set (no validation split, --val-fraction 0): best.pt is the "
-                  f"last epoch -> {Path(args.out) / 'checkpoint.pt'}")
+                  f"last epoch -> {out / 'checkpoint.pt'}")
         else:
             print(f"{trained}: val natural {natural:.2%}"
                   + (f", val PGD-{config.val_attack_steps} {robust:.2%}" if robust is not None else "")
-                  + f" -> {Path(args.out) / 'checkpoint.pt'}")
+                  + f" -> {out / 'checkpoint.pt'}")
     return 0
+
+
+def _recorded_config(payload: dict, source: Path) -> TrainConfig:
+    """The training config a checkpoint records; ``ValueError`` naming the file when it is not a valid one."""
+    try:
+        return TrainConfig.from_dict(payload.get("config", {}))
+    except ValueError as err:
+        raise ValueError(f"{source}: its recorded training config is invalid ({err}); the checkpoint is damaged "
+                         "or from another version.") from None
 
 
 def _load_run(args: argparse.Namespace):
     from .checkpoint import model_from_payload
     from .runtime import resolve_device
 
-    payload = read_checkpoint(args.run)
-    config = TrainConfig.from_dict(payload.get("config", {}))
-    dataset = data.load(args.dataset or config.dataset, root=args.data_root or config.data_root)
-    spec = payload["model_spec"]
+    if getattr(args, "loaded", None) is not None:  # read and checked by _check_args
+        config, model, spec = args.loaded
+    else:
+        payload = read_checkpoint(args.run)
+        config = _recorded_config(payload, checkpoint_file(args.run))
+        model = model_from_payload(payload, source=checkpoint_file(args.run))
+        spec = payload["model_spec"]
+    name = data.dataset_key(args.dataset) if args.dataset is not None else config.dataset
+    # the training dataset is split as in training, so that --split val is the run's own validation split
+    dataset = data.load(name, root=args.data_root or config.data_root,
+                        val_fraction=config.val_fraction if name == config.dataset else 0.1)
     if dataset.input_shape[0] != spec["in_channels"] or len(dataset.classes) != spec["num_classes"]:
         raise ValueError(f"{dataset.name} images are {dataset.input_shape} with {len(dataset.classes)} classes, but the "
                          f"model expects {spec['in_channels']} channels and {spec['num_classes']} classes.")
-    model = model_from_payload(payload).to(resolve_device(args.device)).eval()
+    model = model.to(resolve_device(args.device)).eval()
     eps = args.eps if args.eps is not None else config.eps
     return model, dataset, eps
 
@@ -172,6 +288,12 @@ def _subset(split: data.Split, n: int | None) -> tuple[torch.Tensor, torch.Tenso
 def _command_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
+    # Where the report goes is checked before any attack runs, so that no report is computed only to be lost.
+    save_in_run = args.output is None and Path(args.run).is_dir()
+    if args.output is not None:
+        run_folder.check_report_destination(args.output)
+    elif save_in_run:
+        run_folder.check_writable_folder(Path(args.run) / run_folder.REPORTS_DIR)
     model, dataset, eps = _load_run(args)
     x, y = _subset(dataset.test if args.split == "test" else dataset.val, args.n)
     from .attacks import has_cas
@@ -181,11 +303,19 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(model, x, y, eps, attacks=attacks, objective=args.objective, batch_size=args.batch_size,
                       seed=args.seed, progress=not args.json and sys.stderr.isatty(), subset_n=args.subset_n)
     report.checkpoint = str(checkpoint_file(args.run))
-    if args.output:
-        write_json(Path(args.output), report.to_dict())
-    elif Path(args.run).is_dir():
-        write_json(Path(args.run) / "eval.json", report.to_dict())
-    print(report.to_json() if args.json else report.table())
+    print(report.to_json() if args.json else report.table(), flush=True)  # printed first: a failed write loses nothing
+    try:
+        path = run_folder.write_report(args.output, report) if args.output is not None else \
+            run_folder.save_report(args.run, report) if save_in_run else None
+    except FileExistsError:
+        raise CheckpointWriteError(f"{args.output} appeared while the attacks ran and is not replaced; the report "
+                                   "above was not saved.") from None
+    except CheckpointWriteError as err:
+        if getattr(err, "report_path", None) is not None:  # the report was kept; only latest.json is stale
+            raise
+        raise CheckpointWriteError(f"{err} The report above was not saved.") from err
+    if path is not None and not args.json:
+        print(f"report saved to {path}")
     return 0
 
 
@@ -213,24 +343,121 @@ def _command_activations(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(path: str) -> None:
+    """``train --out``: a folder, or a path where one can be created (nothing is created here)."""
+    out = Path(path).expanduser()
+    try:
+        if out.exists():
+            if not out.is_dir():
+                raise ValueError(f"--out {path} is a file, not a run folder; choose another --out.")
+            existing = out
+        else:
+            existing = out.absolute()
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            if not existing.is_dir():
+                raise ValueError(f"--out {path} cannot be created: {existing} is a file, not a folder.")
+    except OSError as err:  # e.g. a parent folder that may not be listed
+        raise ValueError(f"--out {path} cannot be used: {err.strerror or err}.") from None
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path} cannot be written: no write permission in {existing}; choose another --out.")
+
+
+def _check_dataset(name: str) -> str:
+    """A dataset argument's canonical name; an ``npz:PATH`` must exist (the others are found by ``data.load``)."""
+    key = data.dataset_key(name)
+    if key.startswith("npz:") and not Path(key[4:]).expanduser().exists():
+        raise FileNotFoundError(f"npz dataset not found: {key[4:]} is neither a folder of .npz files nor an .npz file.")
+    return key
+
+
+def _layer_names(model) -> list[str]:
+    """The layer names ``activations --layer`` accepts for ``model`` (its blocks, default layer and aliases)."""
+    names = [*getattr(model, "blocks", {}), getattr(model, "default_activation_layer", "")]
+    return [n for n in dict.fromkeys([*names, *getattr(model, "layer_aliases", {})]) if n]
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every flag checked before any work starts (no data loaded, nothing trained, no folder created): raises
+    ``ValueError`` / ``FileNotFoundError`` (exit code 2). For evaluate and activations it reads the checkpoint and
+    rebuilds its model (kept in ``args.loaded`` for :func:`_load_run`), so flags that depend on the model
+    (``--class-id``, ``--layer``, ``--objective``, ``--split``) are checked too."""
+    from .checkpoint import model_from_payload
+    from .presets import make_config
+    from .runtime import resolve_device
+
+    resolve_device(args.device)
+    if args.data_root is not None and Path(args.data_root).expanduser().exists() \
+            and not Path(args.data_root).expanduser().is_dir():
+        raise ValueError(f"--data-root {args.data_root} is a file, not a folder; pass the folder that holds the data.")
+    if args.command == "train":
+        _check_out(args.out)
+        make_config(args.dataset, args.model, args.method, args.cas, args.preset, cas_beta=args.cas_beta,
+                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eps=args.eps,
+                    step_size=args.step_size, attack_steps=args.attack_steps, seed=args.seed, device=args.device,
+                    data_root=args.data_root, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+                    val_fraction=args.val_fraction)  # every hyper-parameter's own check
+        if not args.resume:
+            _check_dataset(args.dataset)
+        return
+    dataset = _check_dataset(args.dataset) if args.dataset is not None else None
+    source = checkpoint_file(args.run)
+    payload = read_checkpoint(source)
+    config = _recorded_config(payload, source)
+    model = model_from_payload(payload, source=source)
+    same_data = dataset is None or dataset == config.dataset
+    if args.command == "evaluate":
+        if args.objective == "ce+cas" and not model.has_cas:
+            raise ValueError(f"--objective ce+cas needs a model with CAS modules and {source} has none; use "
+                             "--objective ce.")
+        if args.split == "val" and same_data and config.val_fraction == 0:
+            raise ValueError(f"{source} was trained on the whole training set (val_fraction 0), so it has no "
+                             "validation split; use --split test.")
+    if args.command == "activations":
+        if args.class_id is not None and args.class_id >= model.num_classes:
+            raise ValueError(f"--class-id {args.class_id} does not exist: the model has {model.num_classes} classes "
+                             f"(0 to {model.num_classes - 1}).")
+        names = _layer_names(model)
+        if args.layer is not None and args.layer not in names:
+            raise ValueError(f"--layer {args.layer!r} is not a layer of {type(model).__name__}; choose one of "
+                             f"{', '.join(names)}.")
+    args.loaded = (config, model, payload["model_spec"])
+
+
 COMMANDS = {"train": _command_train, "evaluate": _command_evaluate, "activations": _command_activations}
 
 
+def _fail(err: BaseException | str, code: int) -> int:
+    """Print ``err`` as one ``error: ...`` line on stderr and return ``code``."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    print(f"error: {text}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; bad input exits with code 2 and one line on stderr."""
+    """Run the CLI and return its exit code; never prints a traceback for bad input or a failing machine.
+
+    Every flag is checked before any work starts (:func:`_check_args`). Exit codes: 0 success; 1 the machine or
+    the run failed, not the input (``OSError`` such as no network for ``--download``, permission denied or disk
+    full outside the run's own files; out of memory; a non-finite loss); 2 bad input (arguments, paths, data
+    files, checkpoints: ``ValueError``, ``FileNotFoundError``); ``EXIT_WRITE_FAILED`` (74) a checkpoint or report
+    could not be written; 130 interrupted. Each failure prints one line on stderr (``error: ...`` for 1, 2, 74).
+    """
     try:
         args = build_parser().parse_args(argv)
+        _check_args(args)
         return COMMANDS[args.command](args)
+    except CheckpointWriteError as err:
+        return _fail(err, EXIT_WRITE_FAILED)
     except (UsageError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _fail(err, 2)
     except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return _fail(err, 1)
     except torch.OutOfMemoryError:
-        print("error: out of memory on the device; rerun with a smaller --batch-size "
-              "(add --resume to continue from the last good checkpoint).", file=sys.stderr)
-        return 1
+        return _fail("out of memory on the device; rerun with a smaller --batch-size "
+                     "(add --resume to continue from the last good checkpoint).", 1)
+    except OSError as err:  # the environment: no network, permission denied, disk full, ...
+        return _fail(err, 1)
     except KeyboardInterrupt:
         print("interrupted; resume with --resume", file=sys.stderr)
         return 130

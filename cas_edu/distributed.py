@@ -37,7 +37,9 @@ class Group:
         return self.rank == 0
 
     def shard(self, batch: torch.Tensor) -> torch.Tensor:
-        """This rank's examples of a global batch: every ``world_size``-th one, starting at ``rank``."""
+        """This rank's examples of a global batch: every ``world_size``-th one, starting at ``rank`` (shard sizes
+        differ by at most one; :func:`cas_edu.training.epoch_batches` merges a short last global batch that would
+        leave some rank a single example, which a train-mode BatchNorm cannot normalise, into the one before)."""
         return batch[self.rank::self.world_size] if self.is_distributed else batch
 
     def global_mean_loss(self, loss: torch.Tensor, shard_size: int, batch_size: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ interval.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -23,8 +24,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import data, evaluation, training
-from .checkpoint import checkpoint_file, load_checkpoint, read_checkpoint, write_json
+from . import data, evaluation, run_folder, training
+from .checkpoint import CheckpointWriteError, checkpoint_file, load_checkpoint, read_checkpoint
 from .evaluation import EvaluationReport, PairedDifference
 from .presets import METHODS, TrainConfig, make_config
 from .runtime import resolve_device
@@ -132,7 +133,8 @@ def cli_command(config: TrainConfig, out_dir: str | Path) -> str:
 
 
 def is_finished(config: TrainConfig, out_dir: str | Path) -> bool:
-    """Whether ``out_dir`` holds a run trained to the end with exactly ``config`` (what ``train_or_load`` reuses)."""
+    """Whether ``out_dir`` holds a run trained to the end with ``config`` (what ``train_or_load`` reuses; where it
+    ran, ``training.RUNTIME_FIELDS``, does not matter)."""
     try:
         return training.finished_run(config, out_dir) is not None
     except ValueError:  # an unreadable checkpoint: not a finished run
@@ -165,8 +167,10 @@ class Suite:
 
 def run_suite(profile: str | Profile = "cpu", runs_dir: str | Path = "runs", dataset: data.Dataset | None = None,
               methods: Sequence[str] | None = None, seed: int = 0, device: str = "auto", epochs: int | None = None,
-              data_root: str | None = None, progress: bool | None = None) -> Suite:
-    """Train (or reuse) every run of the profile into ``runs_dir/<profile>/<run>``; returns a :class:`Suite`."""
+              data_root: str | None = None, progress: bool | None = None, overwrite: bool = False) -> Suite:
+    """Train (or reuse, or resume) every run of the profile into ``runs_dir/<profile>/<run>``
+    (:func:`cas_edu.training.train_or_load`); returns a :class:`Suite`. A folder holding a run trained with
+    another config raises :class:`cas_edu.run_folder.RunExistsError` unless ``overwrite``, which replaces it."""
     p = get_profile(profile)
     configs = suite_configs(p, methods, seed=seed, device=device, epochs=epochs, data_root=data_root)
     if dataset is None:
@@ -177,7 +181,8 @@ def run_suite(profile: str | Profile = "cpu", runs_dir: str | Path = "runs", dat
         suite.run_dirs[name] = out_dir
         suite.reused[name] = is_finished(config, out_dir)
         started = time.perf_counter()
-        model, history = training.train_or_load(config, out_dir, progress=progress, dataset=dataset)
+        model, history = training.train_or_load(config, out_dir, progress=progress, dataset=dataset,
+                                                overwrite=overwrite)
         suite.seconds[name] = time.perf_counter() - started
         suite.models[name], suite.histories[name] = model.eval(), history
     return suite
@@ -220,8 +225,11 @@ def evaluate_suite(runs: "Suite | Mapping[str, nn.Module | str | Path]", dataset
     profile's ``n_eval``; None = all); the costly attacks (Square, AutoAttack, straight-through) run on a
     seeded, class-balanced subset of ``subset_n`` of them (default: the profile's). ``attacks`` and
     ``square_queries`` default to the profile's; ``profile`` defaults to the suite's. ``eps`` defaults to the
-    runs' training ε (they must agree). With ``save``, each run folder gets its report as ``eval.json``.
-    Raises ``ValueError`` when the examples or ε cannot be determined.
+    runs' training ε (they must agree). With ``save``, each run folder keeps its report beside the earlier ones
+    (:func:`cas_edu.run_folder.save_report`: ``RUN/eval/<UTC time>-<attacks>-n<N>.json``, named by
+    ``RUN/eval/latest.json``), after checking that every folder can take it before any attack runs.
+    Raises ``ValueError`` when the examples or ε cannot be determined or a run folder cannot hold reports; a
+    report whose write fails anyway (a full disk) is still returned, with a ``RuntimeWarning`` naming it.
     """
     if isinstance(dataset, torch.Tensor):
         raise ValueError("evaluate_suite takes (runs, dataset, eps); pass your own images as x=..., y=... keywords.")
@@ -245,6 +253,10 @@ def evaluate_suite(runs: "Suite | Mapping[str, nn.Module | str | Path]", dataset
         if len(values) != 1:
             raise ValueError(f"cannot tell one ε from the runs ({found}); pass eps=....")
         eps = values.pop()
+    if save:  # before any attack: a folder that cannot hold reports fails now, not after the evaluation
+        for source in sources.values():
+            if isinstance(source, (str, Path)) and Path(source).is_dir():
+                run_folder.check_writable_folder(Path(source) / run_folder.REPORTS_DIR)
     show = training._show_progress(progress)
     reports = {}
     for name, source in tqdm(list(sources.items()), desc="evaluate", disable=not show):
@@ -257,7 +269,10 @@ def evaluate_suite(runs: "Suite | Mapping[str, nn.Module | str | Path]", dataset
         if where is not None:
             report.checkpoint = str(checkpoint_file(where))
             if save and where.is_dir():
-                write_json(where / "eval.json", report.to_dict())
+                try:
+                    run_folder.save_report(where, report)
+                except CheckpointWriteError as err:  # keep the computed report: return it and say it was not saved
+                    warnings.warn(f"{name}: report not saved: {err}", RuntimeWarning, stacklevel=2)
         reports[name] = report
     return reports
 

@@ -1,24 +1,26 @@
 """Standard, PGD-AT, TRADES and MART training, each with or without CAS, resumable from a checkpoint."""
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import attacks, data, distributed
-from .cas import DEFAULT_CAS_BETA, auxiliary_loss
-from .checkpoint import model_spec, read_checkpoint, save_checkpoint, write_json
+from . import attacks, data, distributed, run_folder
+from .cas import DEFAULT_CAS_BETA, auxiliary_loss, unwrap_parallel
+from .checkpoint import CheckpointWriteError, load_weights, model_spec, read_checkpoint, save_checkpoint, write_json
 from .models import CASClassifier, ModelOutput, build
 from .presets import TrainConfig, validate_config
 from .runtime import autocast, memory_format, resolve_device, seed_everything
+from .validation import check_inputs, model_device
 
 
 def learning_rate_factor(config: TrainConfig, progress: float) -> float:
@@ -44,6 +46,24 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int =
     cols = (shifts[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]
     cropped = padded[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
     return torch.where(flips[:, None, None, None], cropped.flip(3), cropped)
+
+
+def epoch_batches(n: int, batch_size: int, world_size: int = 1) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each global batch of one epoch over ``n`` shuffled training examples: batches of
+    ``batch_size``, except that a short last batch which would leave some process (of ``world_size``, each
+    taking every ``world_size``-th example) fewer than 2 examples is merged into the batch before it. A
+    train-mode BatchNorm cannot normalise a single example whose feature map is 1×1 (ResNet-18's layer4 on
+    8×8 digits), so such a batch would crash at the end of an epoch; merging keeps every example in every
+    epoch (the merged batch has at most ``batch_size + 2·world_size − 1`` examples). Raises ``ValueError``
+    when ``n`` is smaller than ``2 · world_size``."""
+    if n < 2 * world_size:
+        raise ValueError(f"the training split has {n} example(s); training needs at least 2 per process "
+                         f"({2 * world_size} for {world_size} process(es)).")
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    last = bounds[-1][1] - bounds[-1][0]
+    if len(bounds) > 1 and last < batch_size and last < 2 * world_size:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
 
 
 def _full(logits: torch.Tensor) -> torch.Tensor:
@@ -178,9 +198,13 @@ def training_loss(model: CASClassifier, x: torch.Tensor, y: torch.Tensor, config
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` (in eval mode) on ``x``; the model's mode is restored afterwards."""
+    """Top-1 accuracy (a fraction; 0 for no examples) of ``model`` in eval mode on images ``x`` with labels ``y``
+    (input rule: :mod:`cas_edu.validation`); every submodule's mode is restored afterwards. Raises ``ValueError``
+    for bad images or labels."""
+    model = unwrap_parallel(model)
+    x, y = check_inputs(model, x, y)
     with attacks.eval_mode(model):
-        device = next(model.parameters()).device
+        device = model_device(model)
         correct = sum((model(x[i:i + batch_size].to(device)).argmax(1) == y[i:i + batch_size].to(device)).sum().item()
                       for i in range(0, len(x), batch_size))
     return correct / max(len(x), 1)
@@ -188,9 +212,12 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def robust_accuracy(model: CASClassifier, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
                     batch_size: int = 512) -> float:
-    """Accuracy under PGD with the adaptive objective for CAS models (masks from auxiliary predictions)."""
-    device = next(model.parameters()).device
-    objective = "ce+cas" if getattr(model, "has_cas", False) else "ce"
+    """Accuracy (a fraction) under L∞ PGD-``steps`` at ``eps`` with the adaptive objective for CAS models (masks
+    from auxiliary predictions), also when the CAS model is wrapped; images and labels as :func:`accuracy`."""
+    model = unwrap_parallel(model)
+    x, y = check_inputs(model, x, y)
+    device = model_device(model)
+    objective = "ce+cas" if attacks.has_cas(model) else "ce"
     correct = 0
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
@@ -253,37 +280,122 @@ def selection_rule(has_val: bool, config: TrainConfig) -> str:
             else f"best validation robust accuracy (PGD-{config.val_attack_steps})")
 
 
+#: Config fields that say where a run executes, not what it trains: a resumed run may change them (they are
+#: applied and recorded), and a finished run is reused whatever they say.
+RUNTIME_FIELDS = ("device", "data_root")
+
+
+class ResumeMismatchError(ValueError):
+    """``resume`` was asked with settings that differ from the saved run's (:func:`resume_differences`)."""
+
+    def __init__(self, out_dir: str | Path, differences: Mapping[str, tuple[Any, Any]], flags: bool = False):
+        self.out_dir, self.differences = Path(out_dir), dict(differences)
+
+        def given(name: str, value: Any) -> str:
+            if flags:
+                return f"--{name.replace('_', '-')}" + ("" if isinstance(value, bool) else f" {value}")
+            return f"{name}={value!r}"
+
+        parts = [f"{given(name, new)} (the run has {name.replace('_', '-') if flags else name} {old!r})"
+                 for name, (new, old) in self.differences.items()]
+        note = (" (only a step schedule, preset paper, continues to more epochs)" if "epochs" in self.differences
+                else "")
+        how = ("resume without those flags, or train a new run into another --out (--overwrite replaces this one)"
+               if flags else "resume with the saved config, or train a new run into another out_dir "
+                             "(overwrite=True replaces this one)")
+        super().__init__(f"cannot resume {self.out_dir} with different settings: {', '.join(parts)}{note}; {how}.")
+
+
+def resume_differences(saved: TrainConfig, given: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The settings in ``given`` (config field → value) that a resumed run cannot take, as
+    ``{field: (given, saved)}``. Allowed: :data:`RUNTIME_FIELDS`, and more ``epochs`` on a step schedule
+    (``lr_drops``, the paper preset), whose learning rate does not depend on the total; the one-cycle
+    schedule (fast) does, so there a different ``epochs`` is refused like every other difference.
+    Raises ``ValueError`` for a name that is not a config field."""
+    saved_values = saved.to_dict()
+    unknown = [name for name in given if name not in saved_values]
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown}; choose from {', '.join(saved_values)}.")
+    wanted = TrainConfig.from_dict({**saved_values, **given}).to_dict()  # the same normal form as the saved one
+    differences = {}
+    for name in given:
+        if name in RUNTIME_FIELDS or wanted[name] == saved_values[name]:
+            continue
+        if name == "epochs" and saved.lr_drops and wanted[name] > saved.epochs:
+            continue
+        differences[name] = (wanted[name], saved_values[name])
+    return differences
+
+
+def resume_config(saved: TrainConfig, given: Mapping[str, Any], out_dir: str | Path, flags: bool = False) -> TrainConfig:
+    """The config a resumed run continues with: ``saved`` with the allowed settings of ``given`` applied
+    (:func:`resume_differences`); any other difference raises :class:`ResumeMismatchError` naming them
+    (as command-line flags with ``flags``)."""
+    differences = resume_differences(saved, given)
+    if differences:
+        raise ResumeMismatchError(out_dir, differences, flags=flags)
+    return TrainConfig.from_dict({**saved.to_dict(), **given})
+
+
+def saved_config(out_dir: str | Path) -> tuple[TrainConfig, int]:
+    """The config and the number of finished epochs of the run in ``out_dir`` (its ``checkpoint.pt``);
+    ``FileNotFoundError`` when there is nothing to resume, ``ValueError`` for an unreadable checkpoint."""
+    run_folder.check_can_start(out_dir, resume=True)
+    saved = read_checkpoint(Path(out_dir) / "checkpoint.pt")
+    return TrainConfig.from_dict(saved["config"]), int(saved["epoch"])
+
+
 def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
           progress: bool | None = None, dataset: data.Dataset | None = None,
-          on_epoch_end: Callable[[dict], None] | None = None) -> tuple[CASClassifier, list[dict]]:
+          on_epoch_end: Callable[[dict], None] | None = None, overwrite: bool = False) -> tuple[CASClassifier, list[dict]]:
     """Train a model as ``config`` says; with ``out_dir``, write ``checkpoint.pt`` (every epoch, atomically),
     ``best.pt`` (best robust validation accuracy; the last epoch when the dataset has no validation split,
     ``config.val_fraction == 0``, whose history then has ``None`` validation fields) and ``history.json``
     (with ``best_pt``: how best.pt is chosen). Returns ``(model, history)``.
 
+    The run folder (:mod:`cas_edu.run_folder`) is held with a lock for the whole training; a folder that
+    another training holds raises :class:`~cas_edu.run_folder.RunLockedError`, one that already holds a run
+    raises :class:`~cas_edu.run_folder.RunExistsError` unless ``resume`` (continue it from ``checkpoint.pt``)
+    or ``overwrite`` (delete its files and reports, then train anew). ``resume`` compares ``config`` with the
+    saved one and raises :class:`ResumeMismatchError` for any difference except :data:`RUNTIME_FIELDS` and
+    more epochs on a step schedule (:func:`resume_differences`). Half-written temporaries of a killed run
+    are removed once the lock is held. A failed write raises
+    :class:`~cas_edu.checkpoint.CheckpointWriteError`; the last checkpoint is then intact.
+
     Launched by ``torchrun`` with several processes, it trains with DistributedDataParallel: the same
-    global batches as one process, split across ranks; rank 0 validates and writes the run folder.
+    global batches as one process, split across ranks; rank 0 takes the lock, validates and writes the run folder.
     """
     out_dir = Path(out_dir) if out_dir is not None else None
-    if resume:
-        if out_dir is None or not (out_dir / "checkpoint.pt").is_file():
-            raise FileNotFoundError(f"Nothing to resume: no checkpoint.pt in {out_dir}. Start without --resume.")
-        saved = read_checkpoint(out_dir / "checkpoint.pt")
-        config = TrainConfig.from_dict(saved["config"])
+    if resume and out_dir is None:
+        raise FileNotFoundError("Nothing to resume: no out_dir given. Start without --resume.")
+    if overwrite and out_dir is None:
+        raise ValueError("overwrite=True replaces the run in out_dir; pass out_dir too.")
     validate_config(config)
-    group, device = distributed.from_environment(resolve_device(config.device))
-    try:
-        result = _train(config, out_dir, saved if resume else None, progress, dataset, on_epoch_end, group, device)
-    except BaseException:
-        group.close(wait_for_others=False)
-        raise
-    group.close()
+    main = out_dir is not None and run_folder.is_main_process()
+    with run_folder.locked(out_dir) if main else contextlib.nullcontext():
+        if main:
+            run_folder.check_can_start(out_dir, resume=resume, overwrite=overwrite)
+            run_folder.remove_temporaries(out_dir)
+        saved = None
+        if resume:
+            if not (out_dir / "checkpoint.pt").is_file():
+                run_folder.check_can_start(out_dir, resume=True)  # the same FileNotFoundError on every rank
+            saved = read_checkpoint(out_dir / "checkpoint.pt")
+            config = resume_config(TrainConfig.from_dict(saved["config"]), config.to_dict(), out_dir)
+            validate_config(config)
+        group, device = distributed.from_environment(resolve_device(config.device))
+        try:
+            result = _train(config, out_dir, saved, progress, dataset, on_epoch_end, group, device, overwrite)
+        except BaseException:
+            group.close(wait_for_others=False)
+            raise
+        group.close()
     return result
 
 
 def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progress: bool | None,
            dataset: data.Dataset | None, on_epoch_end: Callable[[dict], None] | None,
-           group: distributed.Group, device: torch.device) -> tuple[CASClassifier, list[dict]]:
+           group: distributed.Group, device: torch.device, overwrite: bool = False) -> tuple[CASClassifier, list[dict]]:
     seed_everything(config.seed)
     dataset = dataset if dataset is not None else data.load(config.dataset, root=config.data_root,
                                                            val_fraction=config.val_fraction)
@@ -293,15 +405,15 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
     model = build(config.model, num_classes=len(dataset.classes), in_channels=dataset.input_shape[0], cas=config.cas)
     layout = memory_format(config.channels_last, device)
     model.to(device=device, memory_format=layout)
-    if saved is not None:
-        model.load_state_dict(saved["model_state"])
+    if saved is not None:  # ValueError naming the mismatch when the weights do not fit (another dataset/version)
+        load_weights(model, saved.get("model_state"), out_dir / "checkpoint.pt" if out_dir is not None else "checkpoint")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if config.compile:
         compile_blocks(model)
     forward = distributed.training_forward(model, group, device)
     optimizer = torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=config.momentum)
-    steps_per_epoch = math.ceil(len(dataset.train) / config.batch_size)
+    steps_per_epoch = len(epoch_batches(len(dataset.train), config.batch_size, group.world_size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(config, step / steps_per_epoch))
     generator = torch.Generator().manual_seed(config.seed)
@@ -318,6 +430,12 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
     x_val, y_val = dataset.val.x[:config.val_examples], dataset.val.y[:config.val_examples]
     has_val = len(y_val) > 0  # without a validation split (val_fraction 0) best.pt is the last epoch
     spec = model_spec(config.model, len(dataset.classes), dataset.input_shape[0], model)
+    writes = out_dir is not None and group.is_main
+    if writes and overwrite:  # set-up done: only now delete the run being replaced, and its reports
+        run_folder.clear_run(out_dir)
+    if writes and saved is not None:  # a resumed run's history.json matches its checkpoint again
+        _write_run_files(lambda: write_json(out_dir / "history.json", {
+            "config": config.to_dict(), "best_pt": selection_rule(has_val, config), "history": history}), start_epoch)
     show = _show_progress(progress) and group.is_main
     for epoch in tqdm(range(start_epoch, config.epochs), desc=f"{config.method}{'+cas' if config.cas else ''}",
                       initial=start_epoch, total=config.epochs, disable=not show):
@@ -325,10 +443,8 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
         order = torch.randperm(len(x_train), generator=generator).to(device)
         totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, seen (this rank)
         lr_used = optimizer.param_groups[0]["lr"]
-        for i in range(0, len(order), config.batch_size):
-            index = order[i:i + config.batch_size]
-            if len(index) < group.world_size:
-                continue  # a last batch too small to give every process an example
+        for start, stop in epoch_batches(len(order), config.batch_size, group.world_size):
+            index = order[start:stop]  # a short last batch is merged into the one before (epoch_batches)
             xb, yb = x_train[index], y_train[index]
             if config.augment:
                 xb = random_crop_flip(xb, generator)
@@ -361,36 +477,56 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
         }
         history.append(record)
         score = record["val_robust_accuracy"] if record["val_robust_accuracy"] is not None else record["val_natural_accuracy"]
-        if out_dir is not None and group.is_main:
+        if writes:
             weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             if not has_val or score > best_robust:
                 best_robust = score if has_val else best_robust
-                save_checkpoint(out_dir / "best.pt", {"config": config.to_dict(), "model_spec": spec,
-                                                     "model_state": weights, "epoch": epoch + 1})
-            save_checkpoint(out_dir / "checkpoint.pt", {
+                _write_run_files(lambda: save_checkpoint(out_dir / "best.pt", {
+                    "config": config.to_dict(), "model_spec": spec, "model_state": weights, "epoch": epoch + 1}), epoch)
+            _write_run_files(lambda: save_checkpoint(out_dir / "checkpoint.pt", {
                 "config": config.to_dict(), "model_spec": spec, "model_state": weights,
                 "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
-                "epoch": epoch + 1, "best_robust": best_robust, "history": history, "rng": _rng_state(generator)})
-            write_json(out_dir / "history.json", {"config": config.to_dict(), "best_pt": selection_rule(has_val, config),
-                                                  "history": history})
+                "epoch": epoch + 1, "best_robust": best_robust, "history": history, "rng": _rng_state(generator)}), epoch)
+            _write_run_files(lambda: write_json(out_dir / "history.json", {
+                "config": config.to_dict(), "best_pt": selection_rule(has_val, config), "history": history}), epoch + 1)
         if on_epoch_end is not None:
             on_epoch_end(record)
     model.eval()
     return model, history
 
 
+def _write_run_files(write: Callable[[], None], saved_epoch: int) -> None:
+    """Run one write of the run folder; a failure stops training with one sentence saying what is intact."""
+    try:
+        write()
+    except CheckpointWriteError as err:
+        state = (f"checkpoint.pt is complete (epoch {saved_epoch})" if saved_epoch else "no epoch was saved yet")
+        raise CheckpointWriteError(f"{err} Training stopped; {state}: free disk space, then continue with "
+                                   "--resume (resume=True).") from err
+
+
 def finished_run(config: TrainConfig, out_dir: str | Path) -> dict | None:
-    """The last checkpoint in ``out_dir`` when that run was trained to the end with exactly ``config``, else None."""
+    """The last checkpoint in ``out_dir`` when that run was trained to the end with ``config`` (the same in every
+    field except :data:`RUNTIME_FIELDS`: where it ran does not change what it is), else None."""
     checkpoint = Path(out_dir) / "checkpoint.pt"
     if not checkpoint.is_file():
         return None
     saved = read_checkpoint(checkpoint)
-    return saved if saved["config"] == config.to_dict() and int(saved["epoch"]) >= config.epochs else None
+    same = _same_training(TrainConfig.from_dict(saved["config"]), config)
+    return saved if same and int(saved["epoch"]) >= config.epochs else None
+
+
+def _same_training(saved: TrainConfig, config: TrainConfig) -> bool:
+    ignore = dict.fromkeys(RUNTIME_FIELDS)
+    return {**saved.to_dict(), **ignore} == {**config.to_dict(), **ignore}
 
 
 def train_or_load(config: TrainConfig, out_dir: str | Path, progress: bool | None = None,
-                  dataset: data.Dataset | None = None) -> tuple[CASClassifier, list[dict]]:
-    """Reuse the finished run in ``out_dir`` when it was trained with exactly ``config``; otherwise train it there.
+                  dataset: data.Dataset | None = None, overwrite: bool = False) -> tuple[CASClassifier, list[dict]]:
+    """Reuse the finished run in ``out_dir`` when it was trained with ``config`` (:func:`finished_run`); resume
+    it when it stopped early with the same config; train into an empty folder. A folder holding a run with
+    another config raises :class:`~cas_edu.run_folder.RunExistsError` (naming the differences) unless
+    ``overwrite``, which replaces it (:func:`train`).
 
     The returned model is the final-epoch model (``checkpoint.pt``); ``best.pt`` stays on disk for evaluation.
     """
@@ -398,6 +534,16 @@ def train_or_load(config: TrainConfig, out_dir: str | Path, progress: bool | Non
 
     saved = finished_run(config, out_dir)
     if saved is not None:
-        model = model_from_payload(saved).to(resolve_device(config.device)).eval()
+        model = model_from_payload(saved, Path(out_dir) / "checkpoint.pt").to(resolve_device(config.device)).eval()
         return model, list(saved["history"])
-    return train(config, out_dir=out_dir, progress=progress, dataset=dataset)
+    checkpoint = Path(out_dir) / "checkpoint.pt"
+    if checkpoint.is_file() and not overwrite:
+        previous = TrainConfig.from_dict(read_checkpoint(checkpoint)["config"])
+        differences = resume_differences(previous, config.to_dict())
+        if not differences:
+            return train(config, out_dir=out_dir, resume=True, progress=progress, dataset=dataset)
+        changed = ", ".join(f"{name} {old!r} -> {new!r}" for name, (new, old) in differences.items())
+        raise run_folder.RunExistsError(
+            f"{out_dir} holds a run trained with another config ({changed}); pass overwrite=True to replace it "
+            "(its files and reports are deleted), or choose another folder.")
+    return train(config, out_dir=out_dir, progress=progress, dataset=dataset, overwrite=overwrite)

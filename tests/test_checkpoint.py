@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import cas_edu
-from cas_edu import checkpoint, data, training
+from cas_edu import checkpoint, data, run_folder, training
 from cas_edu.checkpoint import FORMAT, load_checkpoint, read_checkpoint, save_checkpoint, write_json
 from cas_edu.presets import TrainConfig, make_config
 from cas_edu.training import train, train_or_load
 
-RUN_FILES = ["best.pt", "checkpoint.pt", "history.json"]
+RUN_FILES = [".lock", "best.pt", "checkpoint.pt", "history.json"]  # .lock: the run folder's lock (run_folder)
 
 
 def subset(dataset: data.Dataset, n_train: int, n_val: int = 16) -> data.Dataset:
@@ -256,18 +256,21 @@ def test_train_or_load_reuses_a_matching_finished_run(run, monkeypatch, digits):
 
 
 @pytest.mark.parametrize("change", [{"seed": 1}, {"epochs": 2}, {"cas": False}], ids=["seed", "epochs", "cas"])
-def test_train_or_load_retrains_when_the_config_differs(run, monkeypatch, change, small):
+def test_train_or_load_refuses_a_different_config_unless_told_to_overwrite(run, monkeypatch, change, small):
     folder, _, _, config = run
     calls = []
 
     def fake_train(config, out_dir=None, **kwargs):
-        calls.append((config, Path(out_dir)))
+        calls.append((config, Path(out_dir), kwargs.get("overwrite")))
         return "retrained", []
 
     monkeypatch.setattr(training, "train", fake_train)
     different = TrainConfig.from_dict({**config.to_dict(), **change})
-    assert train_or_load(different, folder, progress=False, dataset=small) == ("retrained", [])
-    assert calls == [(different, folder)]
+    with pytest.raises(run_folder.RunExistsError, match=f"{next(iter(change))}.*overwrite=True"):
+        train_or_load(different, folder, progress=False, dataset=small)
+    assert calls == []
+    assert train_or_load(different, folder, progress=False, dataset=small, overwrite=True) == ("retrained", [])
+    assert calls == [(different, folder, True)]
 
 
 def test_train_or_load_trains_into_an_empty_folder_and_then_reuses_it(tmp_path, small, monkeypatch):
@@ -277,3 +280,85 @@ def test_train_or_load_trains_into_an_empty_folder_and_then_reuses_it(tmp_path, 
     monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("retrained"))
     _, history_again = train_or_load(config, tmp_path / "new", progress=False, dataset=small)
     assert history_again == history
+
+
+# --------------------------------------------------------------------------- weights that do not fit their model
+
+
+def _untrained_payload(cas: bool = True) -> dict:
+    from cas_edu.models import build
+
+    model = build("small_cnn", num_classes=10, in_channels=1, cas=cas)
+    return {"config": make_config("digits", cas=cas).to_dict(),
+            "model_spec": checkpoint.model_spec("small_cnn", 10, 1, model), "model_state": model.state_dict()}
+
+
+def _damaged(payload: dict, damage: str) -> dict:
+    state = dict(payload["model_state"])
+    if damage == "renamed":
+        state["old.weight"] = state.pop("blocks.block1.0.weight")
+    elif damage == "missing":
+        del state["fc.bias"]
+    elif damage == "extra":
+        state.update({f"extra{i}.weight": torch.zeros(1) for i in range(5)})
+    elif damage == "shape":
+        state["fc.weight"] = torch.zeros(11, 128)
+    elif damage == "not-a-dict":
+        state = [1, 2, 3]
+    elif damage == "not-tensors":
+        state["fc.bias"] = [0.0] * 10
+    return {**payload, "model_state": state}
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("renamed", "1 missing (blocks.block1.0.weight); 1 unexpected (old.weight)"),
+    ("missing", "1 missing (fc.bias)"),
+    ("extra", "5 unexpected (extra0.weight, extra1.weight, extra2.weight and 2 more)"),
+    ("shape", "1 of another shape (checkpoint vs model: fc.weight (11, 128) vs (10, 128))"),
+    ("not-a-dict", "not a dict of named tensors"),
+    ("not-tensors", "not a dict of named tensors"),
+])
+def test_weights_that_do_not_fit_the_recorded_model_are_one_value_error_line(tmp_path, damage, needle):
+    save_checkpoint(tmp_path / "m.pt", _damaged(_untrained_payload(), damage))
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(tmp_path / "m.pt")
+    message = str(info.value)
+    assert needle in message and str(tmp_path / "m.pt") in message and "\n" not in message
+
+
+@pytest.mark.parametrize("spec, needle", [
+    (None, "no model_spec"), ("small_cnn", "must be a dict"),
+    ({"name": "resnet50"}, "unknown model 'resnet50'"),
+    ({"num_classes": 10 ** 9}, "num_classes must be a whole number from 1 to 100000"),
+    ({"num_classes": True}, "num_classes"), ({"num_classes": "10"}, "num_classes"),
+    ({"in_channels": 0}, "in_channels"), ({"cas_layers": "block3"}, "list of layer names"),
+    ({"cas_layers": ["nosuch"]}, "can build (Unknown CAS layer"),
+], ids=["missing", "string", "model", "huge-head", "bool", "text", "channels", "layers-str", "layers-unknown"])
+def test_a_missing_or_nonsense_model_spec_is_one_value_error_line(spec, needle):
+    payload = _untrained_payload()
+    if spec is None:
+        del payload["model_spec"]
+    else:
+        payload["model_spec"] = spec if isinstance(spec, str) else {**payload["model_spec"], **spec}
+    with pytest.raises(ValueError) as info:
+        checkpoint.model_from_payload(payload, source="run/best.pt")
+    assert needle in str(info.value) and "run/best.pt" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_model_from_payload_round_trips_a_good_payload():
+    payload = _untrained_payload()
+    model = checkpoint.model_from_payload(payload)
+    assert all(torch.equal(v, payload["model_state"][k]) for k, v in model.state_dict().items())
+
+
+def test_resuming_from_weights_that_do_not_fit_is_a_value_error_naming_the_checkpoint(run, tmp_path, small):
+    import shutil
+
+    folder, _, _, config = run
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    saved = read_checkpoint(copy / "checkpoint.pt")
+    saved["model_state"]["fc.weight"] = torch.zeros(3, saved["model_state"]["fc.weight"].shape[1])
+    save_checkpoint(copy / "checkpoint.pt", {k: v for k, v in saved.items() if k != "format"})
+    with pytest.raises(ValueError, match=r"checkpoint.pt: the weights do not fit.*fc.weight \(3, "):
+        train(config, out_dir=copy, resume=True, dataset=small, progress=False)

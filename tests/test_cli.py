@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from cas_edu import cli
+from cas_edu import cli, run_folder
 from cas_edu.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,8 +65,8 @@ def test_help_exits_zero(capsys, command):
 
 
 def test_train_writes_the_run_files(run_dir, capsys):
-    names = sorted(p.name for p in run_dir.iterdir() if p.name != "eval.json")  # eval.json: see evaluate tests
-    assert names == ["best.pt", "checkpoint.pt", "history.json"]
+    names = sorted(p.name for p in run_dir.iterdir() if p.name != "eval")  # eval/: see the evaluate tests
+    assert names == [".lock", "best.pt", "checkpoint.pt", "history.json"]  # .lock: the run folder's lock file
     saved = json.loads((run_dir / "history.json").read_text())
     assert len(saved["history"]) == 1 and saved["history"][0]["epoch"] == 1
     assert saved["config"]["epochs"] == 1 and saved["config"]["cas"] is True
@@ -102,7 +103,9 @@ def test_evaluate_json_is_printed_and_saved(run_dir, capsys):
                              "--device", "cpu")
     assert code == 0, err
     report = json.loads(out)
-    assert report == json.loads((run_dir / "eval.json").read_text())
+    saved = run_folder.latest_report_path(run_dir)
+    assert saved.parent == run_dir / "eval" and saved.name.endswith("-natural+pgd20-n50.json")
+    assert report == json.loads(saved.read_text())
     assert report["n_examples"] == 50 and report["has_cas"] is True
     assert report["eps"] == pytest.approx(0.1)
     assert set(report["accuracy"]) == {"natural", "pgd20"}
@@ -113,11 +116,11 @@ def test_evaluate_json_is_printed_and_saved(run_dir, capsys):
     assert report["worst_case"] <= min(v for by in report["accuracy"].values() for v in by.values())
     assert report["worst_case_n"] == 50
     assert report["checkpoint"].endswith("best.pt")
-    (run_dir / "eval.json").unlink()
+    shutil.rmtree(run_dir / "eval")
 
 
 def test_evaluate_prints_a_table_and_honours_options(run_dir, capsys):
-    (run_dir / "eval.json").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "eval", ignore_errors=True)
     code, out, err = run_cli(capsys, "evaluate", run_dir / "checkpoint.pt", "--attacks", "natural,fgsm", "--n", "20",
                              "--objective", "ce", "--eps", "0.05", "--split", "val", "--device", "cpu")
     assert code == 0, err
@@ -128,7 +131,7 @@ def test_evaluate_prints_a_table_and_honours_options(run_dir, capsys):
     worst_row = next(line for line in out.splitlines() if line.startswith("worst case (per example)"))
     assert worst_row.split()[-1] == "20"
     assert "eps = 0.05" in out and "20 examples" in out
-    assert not (run_dir / "eval.json").exists(), "a .pt path is not a run folder: no eval.json"
+    assert not (run_dir / "eval").exists(), "a .pt path is not a run folder: no report saved there"
 
 
 def test_evaluate_reports_autoattack_and_for_cas_the_straight_through_attacks_by_default(run_dir, capsys, monkeypatch):
@@ -153,13 +156,13 @@ def test_evaluate_reports_autoattack_and_for_cas_the_straight_through_attacks_by
 
 
 def test_evaluate_output_names_the_report_file(run_dir, tmp_path, capsys):
-    (run_dir / "eval.json").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "eval", ignore_errors=True)
     target = tmp_path / "reports" / "natural_only.json"
     code, out, err = run_cli(capsys, "evaluate", run_dir, "--attacks", "natural", "--n", "10", "--device", "cpu",
                              "--output", target)
     assert code == 0, err
     assert json.loads(target.read_text())["accuracy"].keys() == {"natural"}
-    assert not (run_dir / "eval.json").exists(), "--output replaces the default RUN/eval.json"
+    assert not (run_dir / "eval").exists(), "--output replaces the default RUN/eval/"
 
 
 def test_activations_json(run_dir, capsys):

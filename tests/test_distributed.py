@@ -123,7 +123,7 @@ def test_rank_zero_alone_writes_one_run_folder_that_loads(runs):
     first, second = found["pgd_at", 2]
     assert second["writes"] == [] and set(first["writes"]) == {"best.pt", "checkpoint.pt", "history.json"}
     folder = root / "pgd_at_2" / "run"
-    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "checkpoint.pt", "history.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "best.pt", "checkpoint.pt", "history.json"]
     payload = read_checkpoint(folder / "checkpoint.pt")
     assert payload["epoch"] == 2 and [r["val_robust_accuracy"] for r in payload["history"]] == [
         r["val_robust_accuracy"] for r in first["history"]]

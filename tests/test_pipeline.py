@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cas_edu import cli, data, pipeline
+from cas_edu import cli, data, pipeline, run_folder
 from cas_edu.evaluation import EvaluationReport
 from cas_edu.presets import make_config
 
@@ -143,8 +143,9 @@ def test_evaluate_suite_evaluates_best_pt_on_the_profile_examples(tmp_path):
         assert report.eps == pytest.approx(0.1) and report.checkpoint.endswith("best.pt")
         assert report.count("pgd20") == 40 and report.count("pgd-st") == 20 and report.worst_case_n == 20
         assert torch.equal(report.examples["pgd-st"], pipeline.evaluation.balanced_indices(y, 20, 0))
-        saved_json = json.loads((tmp_path / name / "eval.json").read_text())
+        saved_json = json.loads(run_folder.latest_report_path(tmp_path / name).read_text())
         assert saved_json["worst_case"] == report.worst_case and saved_json["n"]["pgd-st"] == 20
+        assert [p.parent.name for p in run_folder.saved_reports(tmp_path / name)] == ["eval"]
     x_sub, y_sub = pipeline.balanced_subset(x, y, 20, seed=0)
     assert torch.equal(y_sub, y[reports["pgd_at"].examples["pgd-st"]])
     table = pipeline.results_table(reports)

@@ -296,7 +296,7 @@ def test_nan_loss_raises_and_keeps_the_previous_checkpoint(digits, tmp_path, mon
     assert (tmp_path / "best.pt").read_bytes() == saved_bytes["best"]
     payload = read_checkpoint(tmp_path / "checkpoint.pt")
     assert payload["epoch"] == 1 and len(payload["history"]) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "checkpoint.pt", "history.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "best.pt", "checkpoint.pt", "history.json"]
     monkeypatch.setattr(training, "training_loss", real_loss)
     model, history = train(config, out_dir=tmp_path, resume=True, progress=False)
     assert [r["epoch"] for r in history] == [1, 2, 3]
