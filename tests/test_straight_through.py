@@ -251,19 +251,58 @@ def backward(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(scope="module")
+def default_report(trained_cas):
+    """``evaluate`` with the CLI's default attacks for a CAS model (``cli.default_attacks``) on the SUBSET digits:
+    natural, FGSM, PGD-20, CW∞ (both objectives), AutoAttack, PGD-100×5 and AutoAttack through the
+    straight-through masks. About five minutes of CPU: AutoAttack's FAB-T and Square dominate."""
+    from cas_edu.cli import default_attacks
+    from cas_edu.evaluation import evaluate
+
+    return evaluate(trained_cas["model"], trained_cas["x"], trained_cas["y"], EPS, attacks=default_attacks(True))
+
+
 @pytest.mark.slow
-def test_straight_through_pgd_is_at_least_as_strong_as_the_adaptive_pgd20(trained_cas):
-    """(c) PGD-100 × 5 restarts through the straight-through masks scores no higher than the official ce+cas
-    PGD-20 (measured on 3 training seeds, 200 digits: 93.0 vs 93.5, 93.0 vs 94.0, 93.5 vs 93.5 %). One seed
-    ties, and the trained model depends on the machine's floating-point details, so one example (0.5 point)
-    of slack keeps the test from failing at random while a weak straight-through attack still fails it."""
-    model, x, y = trained_cas["model"], trained_cas["x"], trained_cas["y"]
+def test_straight_through_pgd_is_at_least_as_strong_as_the_adaptive_pgd20(trained_cas, default_report):
+    """(c) The straight-through PGD alone, at the CLI default budget (≥ 100 steps, ≥ 5 restarts), scores no higher
+    than the official ce+cas PGD-20 alone (measured on 3 training seeds, 200 digits: 93.0 vs 93.5, 93.0 vs 94.0,
+    93.5 vs 93.5 %; in the default report 90.5 vs 90.5 and 90.5 vs 92.0 on 2 seeds). Ties happen, and the trained
+    model depends on the machine's floating-point details, so one example (0.5 point) of slack keeps the test
+    from failing at random while a weak straight-through attack still fails it."""
+    from cas_edu.evaluation import ST_RESTARTS, ST_STEPS
+
+    assert ST_STEPS >= 100 and ST_RESTARTS >= 5
     assert trained_cas["natural"] >= 0.95 and trained_cas["pgd20_cas"] <= trained_cas["natural"] - 0.02
+    accuracy = default_report.accuracy
+    assert accuracy["pgd-st"]["ce+cas"] <= accuracy["pgd20"]["ce+cas"] + 1 / SUBSET
+    model, x, y = trained_cas["model"], trained_cas["x"][:32], trained_cas["y"][:32]
     torch.manual_seed(0)
-    x_adv = attacks.straight_through_pgd(model, x, y, EPS, steps=100, restarts=5)
+    x_adv = attacks.straight_through_pgd(model, x, y, EPS, steps=5, restarts=2)
     assert (x_adv - x).abs().max() <= EPS and x_adv.min() >= 0 and x_adv.max() <= 1
-    assert _accuracy(model, x_adv, y) <= trained_cas["pgd20_cas"] + 1 / len(y)
     assert not any(m.straight_through for m in find_cas_modules(model))
+
+
+@pytest.mark.slow
+def test_default_evaluation_worst_case_is_the_straight_through_worst_case(default_report):
+    """(c) The default ``evaluate`` worst case is within 1 point of the per-example worst case of the
+    straight-through PGD-100×5 combined with AutoAttack through the straight-through model: the other attacks
+    (FGSM, PGD-20, CW∞, AutoAttack on the hard mask) find almost nothing those two miss. And AutoAttack through
+    the straight-through masks beats AutoAttack on the deployed hard-mask model by at least 1 point.
+
+    Measured (200 digits, fast-preset model, 6 epochs): seeds 0 and 1 both give worst case 90.5 % = the two
+    straight-through attacks' 90.5 %; AutoAttack 94.0 / 95.0 % vs through the straight-through masks 90.5 / 90.5 %
+    (3.5 and 4.5 points). With the straight-through backward replaced by the hard mask (seed 0, checked once
+    by hand with ``CASModule.soft_mask`` patched as in ``_hard_soft_mask``: five more minutes, so not in CI),
+    AutoAttack "through" the masks gives 94.5 % against 94.0 %, and the second assertion fails."""
+    report = default_report
+    correct = report.correct
+    assert set(correct) == {"natural", "fgsm", "pgd20", "cw", "autoattack", "pgd-st", "autoattack-st"}
+    assert report.worst_case_n == SUBSET
+    combined = correct["natural"]["ce"] & correct["pgd-st"]["ce+cas"] & correct["autoattack-st"]["ce"]
+    combined_accuracy = combined.double().mean().item()
+    assert report.worst_case <= combined_accuracy  # the default suite holds both attacks
+    assert report.worst_case >= combined_accuracy - 0.01, (report.worst_case, combined_accuracy)
+    assert report.accuracy["autoattack-st"]["ce"] <= report.accuracy["autoattack"]["ce"] - 0.01, report.accuracy
 
 
 @pytest.mark.slow
