@@ -77,12 +77,12 @@ plots.image_grid_figure({"digit": ds.test.x[:10]}, column_titles=[f"label {int(c
 # ## 2 · A standard classifier
 #
 # We train `SmallCNN` (three conv–BatchNorm–ReLU blocks, a global average pool and a linear layer) with plain
-# cross-entropy: no defence of any kind. `training.train_or_load` reuses a finished run from `runs/` when one
+# cross-entropy: no defence of any kind. `training.train_or_load` reuses a finished run from `runs/<profile>/` when one
 # with exactly this configuration exists, so re-running the notebook is instant.
 
 # %%
 config = presets.make_config(DATASET, method="standard", epochs=EPOCHS, seed=SEED, device=DEVICE)
-model, history = training.train_or_load(config, f"runs/{DATASET}_standard", progress=True, dataset=ds)
+model, history = training.train_or_load(config, f"runs/{PROFILE}/{DATASET}_standard", progress=True, dataset=ds)
 print(f"natural test accuracy: {training.accuracy(model, ds.test.x, ds.test.y):.1%}")
 
 # %% [markdown]

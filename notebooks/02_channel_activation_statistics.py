@@ -82,8 +82,8 @@ print("examples per class:", torch.bincount(y_eval, minlength=10).tolist())
 std_config = presets.make_config(DATASET, method="standard", epochs=EPOCHS, seed=SEED, device=DEVICE)
 at_config = presets.make_config(DATASET, method="pgd_at", epochs=AT_EPOCHS, eps=EPS, attack_steps=AT_STEPS,
                                 step_size=2.5 * EPS / AT_STEPS, val_attack_steps=AT_STEPS, seed=SEED, device=DEVICE)
-std_model, _ = training.train_or_load(std_config, f"runs/{DATASET}_standard", progress=True, dataset=ds)
-at_model, _ = training.train_or_load(at_config, f"runs/{DATASET}_pgd_at", progress=True, dataset=ds)
+std_model, _ = training.train_or_load(std_config, f"runs/{PROFILE}/{DATASET}_standard", progress=True, dataset=ds)
+at_model, _ = training.train_or_load(at_config, f"runs/{PROFILE}/{DATASET}_pgd_at", progress=True, dataset=ds)
 models = {"STD": std_model, "AT": at_model}
 
 # %% [markdown]
