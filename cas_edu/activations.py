@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .attacks import classifier_details, eval_mode, find_classifier, has_cas, pgd, validate_attack_inputs
-from .validation import check_inputs, model_device, num_classes
+from .validation import check_batch_size, check_inputs, model_device, num_classes
 
 DEFAULT_THRESHOLD = 0.01
 #: The attack of the official Figures 1-2 (ActivationAnalysis scripts): PGD-20, step 0.003 at ε = 8/255, random start.
@@ -64,8 +64,7 @@ def channel_activations(model: nn.Module, x: torch.Tensor, layer: str | None = N
     x, _ = check_inputs(model, x, None, labels_required=False)
     if x.shape[0] < 1:
         raise ValueError("x must be a non-empty floating-point tensor of images shaped N×C×H×W.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    batch_size = check_batch_size(batch_size)
     name = _resolve_layer(model, layer)
     device = model_device(model)
     chunks = []
@@ -222,8 +221,7 @@ def compare_activations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
         step_size = figure_step_size(eps)
     if not 0 <= eps <= 1:
         raise ValueError(f"eps must lie in [0, 1] for images in [0, 1] (8/255 ≈ 0.031 is the paper's), got {eps}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    batch_size = check_batch_size(batch_size)
     _check_threshold(threshold)
     if y is None:
         raise ValueError("compare_activations needs the labels y of the images (an integer tensor of shape (N,)).")

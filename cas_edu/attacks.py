@@ -29,8 +29,8 @@ from torch import nn
 
 from . import cas as cas_lib
 from .cas import DEFAULT_CAS_BETA, unwrap_parallel
-from .validation import (autograd_ready, check_inputs, eval_mode, gradients_on, model_device,
-                         refuse_inference_parameters)
+from .validation import (autograd_ready, check_batch_size, check_inputs, check_seed, eval_mode, gradients_on,
+                         model_device, refuse_inference_parameters)
 
 if TYPE_CHECKING:
     from .models import ModelOutput
@@ -470,6 +470,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, a
 
     model = unwrap_parallel(model)
     caller_x = x
+    batch_size, seed = check_batch_size(batch_size), check_seed(seed)
     x, y = validate_attack_inputs(model, x, y, eps)
     if y is None:
         raise ValueError("AutoAttack needs the true labels y (an integer tensor of shape (N,)).")

@@ -16,7 +16,7 @@ from torch import nn
 
 from .activations import FIGURE_STEPS, default_objective, figure_step_size
 from .attacks import classifier_details, eval_mode, find_classifier, has_cas, pgd, validate_attack_inputs
-from .validation import check_inputs, model_device
+from .validation import check_batch_size, check_inputs, check_seed, model_device
 
 #: A weight at most this fraction of the row's largest |weight| (or negative) counts as suppressing its channel.
 SUPPRESS_FRACTION = 0.05
@@ -60,8 +60,7 @@ def masked_channel_activations(model: nn.Module, x: torch.Tensor, layer: str | N
     x, _ = check_inputs(model, x, None, labels_required=False)
     if x.dim() != 4 or len(x) == 0:
         raise ValueError("x must be a non-empty N×C×H×W image tensor.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    batch_size = check_batch_size(batch_size)
     classifier = _classifier(model)
     name = cas_layer(model, layer)
     module = _cas_module(classifier, name)
@@ -137,6 +136,7 @@ def channel_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values:
     :mod:`cas_edu.validation`); ``model`` may be wrapped (``nn.Sequential``, DDP, ``torch.compile``).
     Raises ``ValueError`` for bad images, labels, ε values or layers.
     """
+    batch_size, seed = check_batch_size(batch_size), check_seed(seed)
     eps_values = sorted({float(e) for e in eps_values})
     if not eps_values:
         raise ValueError("eps_values is empty; give at least one ε, e.g. [0.0, 0.1].")

@@ -141,10 +141,26 @@ def _shown(names: list[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def _dtype_problem(saved: torch.Tensor, wanted: torch.Tensor) -> str | None:
+    """Why a saved tensor cannot be loaded into a model tensor of ``wanted``'s kind, or None when it can:
+    floating-point weights (any width: float16 weights load into a float32 model) for floating-point parameters
+    and buffers; a real number (integer, or floating-point as a model cast to half precision stores it) for
+    integer buffers such as BatchNorm's step count. Complex and bool tensors fit neither; integer weights are
+    refused rather than silently cast."""
+    kind = str(saved.dtype).replace("torch.", "")
+    if saved.is_complex() or saved.dtype == torch.bool:
+        return f"{kind}, which no model tensor can hold"
+    if wanted.is_floating_point() and not saved.is_floating_point():
+        return f"{kind} where floating-point weights belong"
+    return None
+
+
 def load_weights(model: torch.nn.Module, state: Any, source: str | os.PathLike = "checkpoint") -> None:
-    """``model.load_state_dict(state)`` (strict), but a state that does not fit ``model`` (missing or unexpected
-    keys, wrong shapes, not a dict of tensors) raises ``ValueError`` with one line naming the first mismatches
-    and ``source``, instead of PyTorch's multi-line error."""
+    """``model.load_state_dict(state)`` (strict), but a state that does not fit ``model`` raises ``ValueError``
+    with one line naming the first mismatches and ``source``, instead of PyTorch's multi-line error or a silent
+    cast: missing or unexpected keys, wrong shapes, not a dict of tensors, a tensor of the wrong kind (complex,
+    integer or bool weights for floating-point parameters; :func:`_dtype_problem`), or NaN or infinite values
+    (a model with them is damaged, not trained; the first such key is named)."""
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise ValueError(f"{source}: model_state is not a dict of named tensors; the checkpoint is damaged.")
@@ -160,7 +176,31 @@ def load_weights(model: torch.nn.Module, state: Any, source: str | os.PathLike =
         raise ValueError(f"{source}: the weights do not fit the model it records ({type(model).__name__}): "
                          f"{'; '.join(problems)}. It was written by another cas_edu version or for another model; "
                          "retrain it, or load it with the code that wrote it.")
+    kinds = [f"{k} is {why}" for k, v in expected.items() if (why := _dtype_problem(state[k], v)) is not None]
+    if kinds:
+        raise ValueError(f"{source}: {_shown(kinds, 2)}; the checkpoint is damaged or was not written by cas_edu.")
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{source}: the weights hold NaN or infinite values (first in {key}); the checkpoint is "
+                             "damaged, or training diverged before it was saved: use an earlier checkpoint or "
+                             "retrain.")
     model.load_state_dict(state)
+
+
+def recorded_config(payload: dict[str, Any], source: str | os.PathLike = "checkpoint"):
+    """The :class:`~cas_edu.presets.TrainConfig` a checkpoint payload records under ``config``. Raises
+    ``ValueError`` naming ``source`` when there is none (never silent defaults: the evaluation budget, the
+    dataset and its split all come from it) or when it is not a valid config."""
+    from .presets import TrainConfig
+
+    if not isinstance(payload, dict) or "config" not in payload:
+        raise ValueError(f"{source} has no recorded training config (the 'config' entry cas_edu's train writes); "
+                         "it was not written by cas_edu's train, or it is damaged.")
+    try:
+        return TrainConfig.from_dict(payload["config"])
+    except ValueError as err:
+        raise ValueError(f"{source}: its recorded training config is invalid ({err}); the checkpoint is damaged "
+                         "or from another version.") from None
 
 
 def model_from_payload(payload: dict[str, Any], source: str | os.PathLike = "checkpoint") -> CASClassifier:

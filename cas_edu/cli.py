@@ -17,6 +17,7 @@ from .models import MODELS
 from .presets import METHODS, PRESETS, TrainConfig
 from .runtime import AMP_MODES, CHANNELS_LAST_MODES, DEFAULT_AMP
 from .training import NonFiniteLossError
+from .validation import MAX_SEED
 
 
 #: What ``evaluate RUN`` reports by default: the paper's attacks plus standard AutoAttack (which includes Square);
@@ -74,15 +75,32 @@ def _number(text: str, kind: type) -> float | int:
         raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
 
 
-def _at_least(minimum: int):
-    """argparse type: a whole number >= ``minimum``."""
+def _at_least(minimum: int, maximum: int | None = None, why: str = ""):
+    """argparse type: a whole number >= ``minimum`` (and <= ``maximum`` when given); ``why`` follows the rule."""
+    top = "2**63 - 1" if maximum == MAX_SEED else maximum
+
     def parse(text: str) -> int:
         value = _number(text, int)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        if value < minimum or (maximum is not None and value > maximum):
+            rule = f"at least {minimum}" if maximum is None else f"from {minimum} to {top}"
+            raise argparse.ArgumentTypeError(f"must be {rule}{why}, got {text}")
         return value
-    parse.__name__ = f"whole number >= {minimum}"
+    parse.__name__ = f"whole number >= {minimum}" if maximum is None else f"whole number from {minimum} to {top}"
     return parse
+
+
+_seed = _at_least(0, MAX_SEED)
+
+
+def _path(text: str) -> str:
+    """argparse type for a path: not empty or blank, ``~`` expanded here once, so that the path checked is the
+    path used (``--out=~/run`` reaches the program unexpanded by the shell)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name a path, got {text!r}")
+    return os.path.expanduser(text)
+
+
+_path.__name__ = "path"
 
 
 def _finite(low: float = 0.0, high: float = math.inf, *, low_open: bool = False, high_open: bool = False,
@@ -131,18 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cas-beta", type=_finite(), default=None, help="weight β of the auxiliary CAS losses (2)")
     train.add_argument("--preset", default="fast", choices=PRESETS, help="fast: one-cycle short schedule; paper: official")
     train.add_argument("--epochs", type=_at_least(1))
-    train.add_argument("--batch-size", type=_at_least(1))
+    train.add_argument("--batch-size", type=_at_least(2, why=" (a train-mode BatchNorm needs 2 examples per batch)"))
     train.add_argument("--lr", type=_finite(low_open=True))
     train.add_argument("--eps", type=_eps, help="L∞ budget (default per dataset: digits 0.1, CIFAR-10 8/255)")
     train.add_argument("--step-size", type=_eps)
     train.add_argument("--attack-steps", type=_at_least(1))
-    train.add_argument("--seed", type=_at_least(0), default=0)
+    train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--val-fraction", type=_finite(0.0, 1.0, high_open=True,
                                                       why=" (val_fraction held out for validation; 0: none)"),
                        help="share of the training set held out to choose best.pt (default 0.1); 0 trains on all "
                             "of it like the official scripts, and best.pt is then the last epoch")
     train.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
-    train.add_argument("--data-root", help="dataset folder (default: $CAS_EDU_DATA, else ~/.cache/cas_edu)")
+    train.add_argument("--data-root", type=_path,
+                       help="dataset folder (default: $CAS_EDU_DATA, else ~/.cache/cas_edu)")
     train.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
     train.add_argument("--amp", default=DEFAULT_AMP, choices=AMP_MODES,
                        help="bf16 autocast of the attack and training forwards: off (default, fp32 as the official "
@@ -158,13 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "deleted before the first epoch (without it a folder holding a run is refused)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--json", action="store_true", help="print the history as JSON")
-    train.add_argument("--out", required=True, help="run folder: checkpoint.pt, best.pt, history.json; one training "
-                                                    "at a time (it holds OUT/.lock)")
+    train.add_argument("--out", required=True, type=_path,
+                       help="run folder: checkpoint.pt, best.pt, history.json; one training at a time (it holds "
+                            "OUT/.lock)")
 
     evaluate = sub.add_parser("evaluate", help="accuracy under natural, FGSM, PGD-20, CW∞, Square, AutoAttack, "
                                                "straight-through (BPDA) attacks; per-example worst case",
                               epilog=EXIT_CODES)
-    evaluate.add_argument("run", help="run folder (uses best.pt, else checkpoint.pt) or a .pt file")
+    evaluate.add_argument("run", type=_path, help="run folder (uses best.pt, else checkpoint.pt) or a .pt file")
     evaluate.add_argument("--attacks", default=None, type=_attack_list,
                           help=f"comma list from {','.join(ATTACKS)} (default: {','.join(REPORT_ATTACKS)}, "
                                f"plus {','.join(STRAIGHT_THROUGH)} for CAS models)")
@@ -177,25 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
                           help="run Square, AutoAttack and the straight-through attacks on a seeded, class-balanced "
                                "subset of N of the examples (default: all)")
     evaluate.add_argument("--batch-size", type=_at_least(1), default=256)
-    evaluate.add_argument("--seed", type=_at_least(0), default=0)
+    evaluate.add_argument("--seed", type=_seed, default=0)
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--data-root")
+    evaluate.add_argument("--data-root", type=_path)
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    evaluate.add_argument("--output", help="a new file for the JSON report (never replaced; default for a run folder: "
-                                           "RUN/eval/<UTC time>-<attacks>-n<N>.json, named by RUN/eval/latest.json)")
+    evaluate.add_argument("--output", type=_path,
+                          help="a new file for the JSON report (never replaced; default for a run folder: "
+                               "RUN/eval/<UTC time>-<attacks>-n<N>.json, named by RUN/eval/latest.json)")
 
     acts = sub.add_parser("activations", help="channel activation statistics, natural vs PGD-20 adversarial "
                                               "(the official figures' attack; adaptive ce+cas on CAS models)",
                           epilog=EXIT_CODES)
-    acts.add_argument("run", help="run folder or .pt file")
+    acts.add_argument("run", type=_path, help="run folder or .pt file")
     acts.add_argument("--layer", help="layer name (default: the model's penultimate CAS-able layer)")
     acts.add_argument("--eps", type=_eps)
     acts.add_argument("--class-id", type=_at_least(0), help="only examples of this class (the paper uses class 0)")
     acts.add_argument("--dataset")
     acts.add_argument("--n", type=_at_least(1), help="only the first N examples of the test split")
-    acts.add_argument("--seed", type=_at_least(0), default=0)
+    acts.add_argument("--seed", type=_seed, default=0)
     acts.add_argument("--device", default="auto")
-    acts.add_argument("--data-root")
+    acts.add_argument("--data-root", type=_path)
     acts.add_argument("--json", action="store_true")
     return parser
 
@@ -212,6 +233,7 @@ def _command_train(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if run_folder.is_main_process():  # refuse before loading the data; train() checks again under the lock
+        run_folder.check_unlocked(out)
         run_folder.check_can_start(out, resume=args.resume, overwrite=args.overwrite)
     if args.resume:
         given = {name: getattr(args, name) for name in CONFIG_OPTIONS if name in getattr(args, "given", ())}
@@ -248,12 +270,11 @@ def _command_train(args: argparse.Namespace) -> int:
 
 
 def _recorded_config(payload: dict, source: Path) -> TrainConfig:
-    """The training config a checkpoint records; ``ValueError`` naming the file when it is not a valid one."""
-    try:
-        return TrainConfig.from_dict(payload.get("config", {}))
-    except ValueError as err:
-        raise ValueError(f"{source}: its recorded training config is invalid ({err}); the checkpoint is damaged "
-                         "or from another version.") from None
+    """The training config a checkpoint records (:func:`cas_edu.checkpoint.recorded_config`); ``ValueError``
+    naming the file when it has none or an invalid one (never silent defaults)."""
+    from .checkpoint import recorded_config
+
+    return recorded_config(payload, source)
 
 
 def _load_run(args: argparse.Namespace):
@@ -344,8 +365,11 @@ def _command_activations(args: argparse.Namespace) -> int:
 
 
 def _check_out(path: str) -> None:
-    """``train --out``: a folder, or a path where one can be created (nothing is created here)."""
-    out = Path(path).expanduser()
+    """``train --out`` (already ``~``-expanded by :func:`_path`): a folder, or a path where one can be created, in
+    which a file can really be written (:func:`cas_edu.run_folder.write_problem`; nothing is left behind)."""
+    if not str(path).strip():
+        raise ValueError("--out must name a run folder, got an empty path (it would train into the current folder).")
+    out = Path(path)
     try:
         if out.exists():
             if not out.is_dir():
@@ -359,8 +383,10 @@ def _check_out(path: str) -> None:
                 raise ValueError(f"--out {path} cannot be created: {existing} is a file, not a folder.")
     except OSError as err:  # e.g. a parent folder that may not be listed
         raise ValueError(f"--out {path} cannot be used: {err.strerror or err}.") from None
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {path} cannot be written: no write permission in {existing}; choose another --out.")
+    problem = run_folder.write_problem(existing)
+    if problem is not None:
+        raise ValueError(f"--out {path} cannot be written: creating a file in {existing} failed ({problem}); "
+                         "choose another --out.")
 
 
 def _check_dataset(name: str) -> str:
@@ -392,12 +418,16 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--data-root {args.data_root} is a file, not a folder; pass the folder that holds the data.")
     if args.command == "train":
         _check_out(args.out)
-        make_config(args.dataset, args.model, args.method, args.cas, args.preset, cas_beta=args.cas_beta,
-                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eps=args.eps,
-                    step_size=args.step_size, attack_steps=args.attack_steps, seed=args.seed, device=args.device,
-                    data_root=args.data_root, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
-                    val_fraction=args.val_fraction)  # every hyper-parameter's own check
-        if not args.resume:
+        config = make_config(args.dataset, args.model, args.method, args.cas, args.preset, cas_beta=args.cas_beta,
+                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eps=args.eps,
+                             step_size=args.step_size, attack_steps=args.attack_steps, seed=args.seed,
+                             device=args.device, data_root=args.data_root, amp=args.amp,
+                             channels_last=args.channels_last, compile=args.compile,
+                             val_fraction=args.val_fraction)  # every hyper-parameter's own check
+        if not args.resume:  # a resumed run's batch size and data are the saved ones, checked by train()
+            from .training import check_processes
+
+            check_processes(config)  # under torchrun: a batch of at least 2 per process
             _check_dataset(args.dataset)
         return
     dataset = _check_dataset(args.dataset) if args.dataset is not None else None
@@ -443,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     files, checkpoints: ``ValueError``, ``FileNotFoundError``); ``EXIT_WRITE_FAILED`` (74) a checkpoint or report
     could not be written; 130 interrupted. Each failure prints one line on stderr (``error: ...`` for 1, 2, 74).
     """
+    args = None
     try:
         args = build_parser().parse_args(argv)
         _check_args(args)
@@ -454,13 +485,42 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as err:
         return _fail(err, 1)
     except torch.OutOfMemoryError:
-        return _fail("out of memory on the device; rerun with a smaller --batch-size "
-                     "(add --resume to continue from the last good checkpoint).", 1)
+        return _fail(_out_of_memory(args), 1)
     except OSError as err:  # the environment: no network, permission denied, disk full, ...
         return _fail(err, 1)
     except KeyboardInterrupt:
-        print("interrupted; resume with --resume", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130
+
+
+def _saved_epoch(args: argparse.Namespace | None) -> bool:
+    """Whether the training ``args`` describe has a ``checkpoint.pt`` to continue from."""
+    return getattr(args, "command", None) == "train" and (Path(args.out) / "checkpoint.pt").is_file()
+
+
+def _out_of_memory(args: argparse.Namespace | None) -> str:
+    """The one line for running out of device memory: the flag that lowers memory use for this command, and
+    ``--resume`` only for a training with a saved epoch."""
+    command = getattr(args, "command", None)
+    if command == "activations":
+        return "out of memory on the device; rerun with a smaller --n (fewer examples at once)."
+    if _saved_epoch(args):
+        return ("out of memory on the device; rerun with a smaller --batch-size (add --resume to continue from "
+                "the last saved epoch).")
+    return "out of memory on the device; rerun with a smaller --batch-size."
+
+
+def _interrupted(args: argparse.Namespace | None) -> str:
+    """The one line for an interruption: only a training that saved an epoch can be continued (``--resume``)."""
+    command = getattr(args, "command", None)
+    if command == "train":
+        if _saved_epoch(args):
+            return (f"interrupted; the last finished epoch is saved in {Path(args.out) / 'checkpoint.pt'}: continue "
+                    "with --resume")
+        return "interrupted before the first epoch was saved; start the training again"
+    if command == "evaluate":
+        return "interrupted; no report was written"
+    return "interrupted"
 
 
 if __name__ == "__main__":

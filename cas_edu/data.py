@@ -505,9 +505,10 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _npz_classes(train_files: list[Path], train_y: list[np.ndarray], test_files: list[Path],
-                 test_y: list[np.ndarray], classes_file: Path) -> list[str]:
+                 test_y: list[np.ndarray], classes_file: Path, source: Path) -> list[str]:
     """Class names of an npz dataset: ``classes.txt`` when present, else ``0..K-1`` with K inferred from the
-    training labels, which must then use every index below their largest (at most :data:`MAX_CLASSES`)."""
+    training labels, which must then use every index below their largest (at most :data:`MAX_CLASSES`).
+    ``source`` is the path the dataset was given as (a folder or one file), named in errors about all its labels."""
     if classes_file.is_file():
         classes = [ln.strip() for ln in classes_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
         if len(classes) < 2:
@@ -525,12 +526,12 @@ def _npz_classes(train_files: list[Path], train_y: list[np.ndarray], test_files:
     seen = np.unique(np.concatenate(train_y))
     k = int(seen[-1]) + 1
     if k < 2:
-        raise ValueError(f"{train_files[0].parent}: the training labels hold a single class ({k - 1}); a classifier "
+        raise ValueError(f"{source}: the training labels hold a single class ({k - 1}); a classifier "
                          "needs at least 2")
     if len(seen) < k:
         absent = sorted(set(range(k)) - set(seen.tolist()))
         shown = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
-        raise ValueError(f"{train_files[0].parent}: training labels go up to {k - 1} but {len(absent)} of the classes "
+        raise ValueError(f"{source}: training labels go up to {k - 1} but {len(absent)} of the classes "
                          f"0..{k - 1} never occur ({shown}); labels must be class indices 0..K-1: remap them with "
                          "np.unique(y, return_inverse=True), or name every class in classes.txt")
     for f, y in zip(test_files, test_y):
@@ -569,7 +570,7 @@ def _load_npz(spec: str, val_fraction: float, seed: int) -> Dataset:
     train = [_read_npz(f) for f in train_files]
     test = [_read_npz(f) for f in test_files]
     _check_same_shape(train_files + test_files, [x for x, _ in train + test])
-    classes = _npz_classes(train_files, [y for _, y in train], test_files, [y for _, y in test], classes_file)
+    classes = _npz_classes(train_files, [y for _, y in train], test_files, [y for _, y in test], classes_file, path)
     x_tr = torch.cat([_images(x, channels_last=True) for x, _ in train])
     y_tr = _labels(np.concatenate([y for _, y in train]))
     if test:

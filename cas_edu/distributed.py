@@ -66,6 +66,14 @@ class Group:
             dist.destroy_process_group()
 
 
+def world_size() -> int:
+    """How many training processes there are: the initialised process group's size, else ``torchrun``'s
+    ``WORLD_SIZE`` (1 without either); known before :func:`from_environment` joins the group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
 def from_environment(device: torch.device) -> tuple[Group, torch.device]:
     """Join the process group that ``torchrun`` describes (WORLD_SIZE, RANK, LOCAL_RANK) and pick this
     rank's device: ``cuda:LOCAL_RANK`` on GPUs (NCCL), the CPU otherwise (gloo)."""

@@ -21,6 +21,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, field
+from numbers import Real
 from statistics import NormalDist
 from typing import Sequence
 
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import attacks as attack_lib
 from .cas import unwrap_parallel
-from .validation import model_device
+from .validation import check_batch_size, check_seed, check_whole_number, model_device
 
 ATTACKS = ("natural", "fgsm", "pgd20", "cw", "square", "autoattack", "pgd-st", "autoattack-st")
 DEFAULT_ATTACKS = ("natural", "fgsm", "pgd20", "cw", "square")
@@ -73,8 +74,7 @@ def balanced_indices(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     with the same seed. ``n >= len(y)`` returns every index. Raises ``ValueError`` when ``n < 1`` or a
     class has fewer examples than its share (ask for a smaller ``n``).
     """
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}.")
+    n, seed = check_whole_number(n, "n", 1), check_seed(seed)
     y = y.detach().cpu()
     if n >= len(y):
         return torch.arange(len(y))
@@ -90,6 +90,18 @@ def balanced_indices(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
                              "ask for a smaller n.")
         chosen.append(members[torch.randperm(len(members), generator=generator)[:q]])
     return torch.cat(chosen).sort().values
+
+
+def _plain(value):
+    """``value`` with every numpy scalar, 0-d array or 0-d tensor inside it (dicts, lists, tuples) turned into the
+    Python number it holds, so that a report always serialises to JSON."""
+    if isinstance(value, dict):
+        return {key: _plain(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if not isinstance(value, (str, bytes)) and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()
+    return value
 
 
 @dataclass
@@ -183,7 +195,7 @@ class EvaluationReport:
             out["correct_legend"] = CORRECT_LEGEND
             out["correct"] = {a: {o: "".join("-" if v < 0 else str(v) for v in self._full(a, o).tolist())
                                   for o in by} for a, by in self.correct.items()}
-        return out
+        return _plain(out)  # plain Python numbers: a report built by hand with numpy values still serialises
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvaluationReport":
@@ -473,14 +485,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     if y is None:
         raise ValueError("evaluate needs the true labels y (an integer tensor of shape (N,)).")
     x, y = attack_lib.validate_attack_inputs(model, x, y, eps, "ce")
+    eps = float(eps)  # a plain number in the report (numpy and other Real scalars pass the check above)
     if len(x) == 0:
         raise ValueError("x holds no examples; pass at least one image.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    batch_size, seed = check_batch_size(batch_size), check_seed(seed)
+    square_queries = check_whole_number(square_queries, "square_queries", 1)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, Real) or not 0 <= tolerance <= 1:
+        raise ValueError(f"tolerance must be a number in [0, 1] (an accuracy difference), got {tolerance!r}.")
+    tolerance = float(tolerance)
     if objective == "ce+cas" and not cas:
         raise ValueError("objective 'ce+cas' needs a model with CAS modules; use --objective ce.")
-    if subset_n is not None and subset_n < 1:
-        raise ValueError(f"subset_n must be at least 1 (or None for every example), got {subset_n}.")
+    if subset_n is not None:
+        subset_n = check_whole_number(subset_n, "subset_n", 1, what=" (or None for every example)")
     objectives = ["ce", "ce+cas"] if objective == "both" and cas else ["ce"] if objective != "ce+cas" else ["ce+cas"]
     x, y = x.detach().cpu(), y.detach().cpu()
     report = EvaluationReport(eps=eps, n_examples=len(x), has_cas=cas, digest=examples_digest(x, y), seed=seed)

@@ -34,9 +34,12 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_val
     """
     from tqdm.auto import tqdm
 
+    from .validation import check_batch_size, check_seed
+
     unknown = [a for a in attacks if a not in ("fgsm", "pgd")]
     if unknown:
         raise ValueError(f"Unknown attack(s) {unknown}; choose 'fgsm' and/or 'pgd'.")
+    batch_size, seed = check_batch_size(batch_size), check_seed(seed)
     device = next(model.parameters()).device
     batches = [(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
     curve: dict = {"eps": [float(e) for e in eps_values], "steps": steps, "n": len(x),

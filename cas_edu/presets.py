@@ -12,6 +12,7 @@ import torch
 from .data import dataset_key
 from .models import MODELS
 from .runtime import AMP_MODES, CHANNELS_LAST_MODES, DEFAULT_AMP, device_name
+from .validation import MAX_SEED
 
 METHODS = ("standard", "pgd_at", "trades", "mart")
 PRESETS = ("fast", "paper")
@@ -47,7 +48,8 @@ class TrainConfig:
     Construction (and :func:`validate_config`) turns numpy scalars, 0-d arrays and tensors, numpy bools and
     ints given for floats into plain Python ``bool`` / ``int`` / ``float`` / ``str``, and raises ``ValueError``
     naming the field for a value that cannot train (NaN, infinite or negative hyper-parameters, ``eps`` outside
-    [0, 1], ``val_fraction`` outside [0, 1), zero epochs / batch size / steps, unknown names, ...).
+    [0, 1], ``val_fraction`` outside [0, 1), zero epochs or steps, a batch size below 2 (a train-mode BatchNorm
+    cannot normalise one example), a seed outside [0, 2**63 - 1], unknown names, ...).
     """
 
     dataset: str = "digits"
@@ -152,7 +154,7 @@ def _as_bool(name: str, value: Any) -> bool:
     raise ValueError(f"{name} must be True or False, got {value!r}.")
 
 
-def _as_int(name: str, value: Any, minimum: int, why: str = "") -> int:
+def _as_int(name: str, value: Any, minimum: int, why: str = "", maximum: int | None = None) -> int:
     value = _plain(name, value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -160,6 +162,8 @@ def _as_int(name: str, value: Any, minimum: int, why: str = "") -> int:
         raise ValueError(f"{name} must be a whole number, got {value!r}.")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}{why}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}{why}, got {value}.")
     return value
 
 
@@ -212,11 +216,12 @@ def validate_config(config: TrainConfig) -> None:
     for name in ("cas", "decay_1d_params", "augment", "compile"):
         setattr(c, name, _as_bool(name, getattr(c, name)))
     c.epochs = _as_int("epochs", c.epochs, 1)
-    c.batch_size = _as_int("batch_size", c.batch_size, 1)
+    c.batch_size = _as_int("batch_size", c.batch_size, 2, " (a train-mode BatchNorm needs 2 examples per batch to "
+                                                       "normalise over)")
     c.attack_steps = _as_int("attack_steps", c.attack_steps, 1)
     c.val_examples = _as_int("val_examples", c.val_examples, 1, " (val_fraction=0 trains without validation)")
     c.val_attack_steps = _as_int("val_attack_steps", c.val_attack_steps, 1)
-    c.seed = _as_int("seed", c.seed, 0)
+    c.seed = _as_int("seed", c.seed, 0, " (seeds run from 0 to 2**63 - 1)", maximum=MAX_SEED)
     c.lr = _as_float("lr", c.lr, low_open=True)
     c.momentum = _as_float("momentum", c.momentum, 0.0, 1.0, high_open=True)
     c.weight_decay = _as_float("weight_decay", c.weight_decay)

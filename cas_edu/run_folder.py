@@ -11,8 +11,13 @@ one training at a time, and the reports of every evaluation under ``RUN/eval/``:
   :class:`RunExistsError` unless it resumes the run or is told to replace it (:func:`check_can_start`);
   replacing deletes the old run's files and reports first (:func:`clear_run`), so no stale report stays
   beside a new model.
-* **Leftovers.** A process killed while writing leaves ``.<name>.<random>.tmp`` files; the next training
-  removes those of its own files once it holds the lock (:func:`remove_temporaries`).
+* **Leftovers.** A process killed while writing leaves ``.<name>.<random>.tmp`` files. They never count as
+  a run or a report (:func:`run_contents`); the next training removes those of its own files once it holds
+  the lock, and those in ``eval/`` that are over an hour old (:data:`STALE_REPORT_TMP_SECONDS`: an evaluation
+  that is writing a report right now holds its temporary file for milliseconds) (:func:`remove_temporaries`).
+* **Writable, really.** Before any work, a destination is tested by creating and deleting an empty
+  temporary file in it (:func:`check_writable_folder`), not by permission bits, which ``root`` and special
+  file systems such as ``/proc`` make meaningless.
 * **Reports.** Every evaluation is kept: ``RUN/eval/<UTC time>-<attacks>-n<N>.json``, never overwritten
   (a counter is added when the name exists), and ``RUN/eval/latest.json``, a small JSON naming the newest
   (:func:`save_report`, :func:`latest_report`, :func:`saved_reports`). A report an older version wrote to
@@ -28,6 +33,8 @@ import json
 import os
 import re
 import shutil
+import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -46,6 +53,8 @@ REPORTS_DIR = "eval"
 LATEST = "latest.json"
 #: Where versions before the ``eval/`` folder wrote the (single) report.
 LEGACY_REPORT = "eval.json"
+#: Age after which a temporary file in ``eval/`` is a leftover of a killed evaluation, not one being written.
+STALE_REPORT_TMP_SECONDS = 3600
 
 
 class RunFolderError(ValueError):
@@ -70,11 +79,18 @@ def is_main_process() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or int(os.environ.get("RANK", "0")) == 0
 
 
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a temporary file of the atomic writer (``.<name>.<random>.tmp``)."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
 def run_contents(folder: str | os.PathLike) -> list[str]:
-    """The names of a run's files and reports present in ``folder`` (empty when it holds no run)."""
+    """The names of a run's files and reports present in ``folder`` (empty when it holds no run); temporary
+    files (:func:`is_temporary`) left by a killed process do not count."""
     folder = Path(folder)
     names = [name for name in (*RUN_FILES, LEGACY_REPORT) if (folder / name).is_file()]
-    if (folder / REPORTS_DIR).is_dir() and any((folder / REPORTS_DIR).iterdir()):
+    if (folder / REPORTS_DIR).is_dir() and any(not is_temporary(p) for p in (folder / REPORTS_DIR).iterdir()):
         names.append(f"{REPORTS_DIR}/")
     return names
 
@@ -124,15 +140,35 @@ def locked(folder: str | os.PathLike) -> Iterator[Path]:
         lock.release()
 
 
-def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the half-written ``.<name>.<random>.tmp`` files of the training's own files (:data:`RUN_FILES`)
-    that a killed process left in ``folder``; call it while holding :func:`locked`. Returns what was removed."""
+def check_unlocked(folder: str | os.PathLike) -> None:
+    """Raise :class:`RunLockedError` when another training holds ``folder``'s lock; creates nothing (a folder
+    without ``.lock`` is not locked). A check before the work, so that a training that would wait for nothing is
+    refused first; :func:`locked` is what excludes others."""
+    path = Path(folder) / LOCK_NAME
+    if not path.is_file():
+        return
+    with locked(folder):
+        pass
+
+
+def remove_temporaries(folder: str | os.PathLike, now: float | None = None) -> list[Path]:
+    """Delete the half-written ``.<name>.<random>.tmp`` files that killed processes left in ``folder``: those of
+    the training's own files (:data:`RUN_FILES`), and in ``eval/`` those older than
+    :data:`STALE_REPORT_TMP_SECONDS` (``now``: the current ``time.time()``; a younger one may belong to an
+    evaluation writing its report right now). Call it while holding :func:`locked`. Returns what was removed."""
     folder = Path(folder)
+    now = time.time() if now is None else now
     removed = []
     for name in RUN_FILES:
         for path in folder.glob(f".{glob_escape(name)}.*{TMP_SUFFIX}"):
             if path.is_file():
                 path.unlink(missing_ok=True)
+                removed.append(path)
+    reports = folder / REPORTS_DIR
+    for path in reports.glob(f".*{TMP_SUFFIX}") if reports.is_dir() else ():
+        with contextlib.suppress(OSError):  # gone already, or not ours to delete: it does not count as a report
+            if path.is_file() and now - path.stat().st_mtime > STALE_REPORT_TMP_SECONDS:
+                path.unlink()
                 removed.append(path)
     return removed
 
@@ -164,17 +200,33 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+def write_problem(folder: str | os.PathLike) -> str | None:
+    """Why no file can be created in the existing folder ``folder``, in a few words, or None when one can: an
+    empty ``.cas_edu-write-check.<random>.tmp`` is created there and deleted at once. Permission bits are not
+    enough: ``root`` passes every ``os.access`` check, also in ``/proc`` or on a read-only file system."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".cas_edu-write-check.", suffix=TMP_SUFFIX)
+    except OSError as err:
+        return err.strerror or str(err)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return None
+
+
 def check_writable_folder(folder: str | os.PathLike) -> None:
-    """Raise ``ValueError`` unless files can be created in ``folder`` (created if missing): checked before an
-    evaluation runs its attacks, so that no report is computed only to be lost."""
+    """Raise ``ValueError`` unless files can be created in ``folder`` (created if missing; the test file goes
+    to its nearest existing parent then, :func:`write_problem`): checked before an evaluation runs its attacks,
+    so that no report is computed only to be lost."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"cannot write reports into {folder}: it is a file, not a folder.")
     existing = _nearest_existing(folder.absolute())
     if not existing.is_dir():
         raise ValueError(f"cannot create {folder}: {existing} is a file, not a folder.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write into {existing}: no permission; choose another destination.")
+    problem = write_problem(existing)
+    if problem is not None:
+        raise ValueError(f"cannot write into {existing} ({problem}); choose another destination.")
 
 
 def check_report_destination(path: str | os.PathLike) -> None:
@@ -288,6 +340,8 @@ def latest_report(run_dir: str | os.PathLike) -> "EvaluationReport | None":
 
 
 __all__ = ["LATEST", "LEGACY_REPORT", "LOCK_NAME", "REPORTS_DIR", "RUN_FILES", "RunExistsError", "RunFolderError",
-           "RunLockedError", "check_can_start", "check_report_destination", "check_writable_folder", "clear_run",
-           "is_main_process", "latest_report", "latest_report_path", "load_report", "locked", "remove_temporaries",
-           "report_name", "run_contents", "save_report", "saved_reports", "write_report"]
+           "RunLockedError", "STALE_REPORT_TMP_SECONDS", "check_can_start", "check_report_destination",
+           "check_unlocked", "check_writable_folder", "clear_run",
+           "is_main_process", "is_temporary", "latest_report", "latest_report_path", "load_report", "locked",
+           "remove_temporaries", "report_name", "run_contents", "save_report", "saved_reports", "write_problem",
+           "write_report"]

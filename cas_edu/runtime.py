@@ -67,7 +67,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's and PyTorch's generators (all devices) so a run can be repeated."""
+    """Seed Python's and PyTorch's generators (all devices) so a run can be repeated; ``seed`` is a whole number
+    in [0, 2**63 - 1] (``ValueError`` otherwise, :func:`cas_edu.validation.check_seed`)."""
+    from .validation import check_seed  # here, not at the top: validation imports cas, which imports runtime
+
+    seed = check_seed(seed)
     random.seed(seed)
     torch.manual_seed(seed)
 

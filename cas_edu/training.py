@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import sys
 import time
@@ -16,11 +17,12 @@ from tqdm.auto import tqdm
 
 from . import attacks, data, distributed, run_folder
 from .cas import DEFAULT_CAS_BETA, auxiliary_loss, unwrap_parallel
-from .checkpoint import CheckpointWriteError, load_weights, model_spec, read_checkpoint, save_checkpoint, write_json
+from .checkpoint import (CheckpointWriteError, load_weights, model_spec, read_checkpoint, recorded_config,
+                         save_checkpoint, write_json)
 from .models import CASClassifier, ModelOutput, build
 from .presets import TrainConfig, validate_config
 from .runtime import autocast, memory_format, resolve_device, seed_everything
-from .validation import check_inputs, model_device
+from .validation import check_batch_size, check_inputs, model_device
 
 
 def learning_rate_factor(config: TrainConfig, progress: float) -> float:
@@ -200,7 +202,8 @@ def training_loss(model: CASClassifier, x: torch.Tensor, y: torch.Tensor, config
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
     """Top-1 accuracy (a fraction; 0 for no examples) of ``model`` in eval mode on images ``x`` with labels ``y``
     (input rule: :mod:`cas_edu.validation`); every submodule's mode is restored afterwards. Raises ``ValueError``
-    for bad images or labels."""
+    for bad images or labels or a ``batch_size`` that is not a whole number ≥ 1."""
+    batch_size = check_batch_size(batch_size)
     model = unwrap_parallel(model)
     x, y = check_inputs(model, x, y)
     with attacks.eval_mode(model):
@@ -213,7 +216,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def robust_accuracy(model: CASClassifier, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
                     batch_size: int = 512) -> float:
     """Accuracy (a fraction) under L∞ PGD-``steps`` at ``eps`` with the adaptive objective for CAS models (masks
-    from auxiliary predictions), also when the CAS model is wrapped; images and labels as :func:`accuracy`."""
+    from auxiliary predictions), also when the CAS model is wrapped; images, labels and ``batch_size`` as
+    :func:`accuracy`."""
+    batch_size = check_batch_size(batch_size)
     model = unwrap_parallel(model)
     x, y = check_inputs(model, x, y)
     device = model_device(model)
@@ -341,8 +346,77 @@ def saved_config(out_dir: str | Path) -> tuple[TrainConfig, int]:
     """The config and the number of finished epochs of the run in ``out_dir`` (its ``checkpoint.pt``);
     ``FileNotFoundError`` when there is nothing to resume, ``ValueError`` for an unreadable checkpoint."""
     run_folder.check_can_start(out_dir, resume=True)
-    saved = read_checkpoint(Path(out_dir) / "checkpoint.pt")
-    return TrainConfig.from_dict(saved["config"]), int(saved["epoch"])
+    saved = read_resumable(Path(out_dir) / "checkpoint.pt")
+    return recorded_config(saved, Path(out_dir) / "checkpoint.pt"), int(saved["epoch"])
+
+
+#: What a ``checkpoint.pt`` holds beyond the model, so that a run can continue from it.
+RESUME_KEYS = ("config", "model_spec", "model_state", "optimizer_state", "scheduler_state", "epoch", "best_robust",
+               "history", "rng")
+
+
+def read_resumable(path: str | Path) -> dict:
+    """The payload of a run's ``checkpoint.pt``; ``ValueError`` naming the file when it is unreadable or lacks
+    what resuming needs (:data:`RESUME_KEYS`), e.g. a ``best.pt`` copied in its place."""
+    saved = read_checkpoint(path)
+    missing = [key for key in RESUME_KEYS if key not in saved]
+    if missing:
+        raise ValueError(f"{path} cannot be resumed: it lacks {', '.join(missing)} (a checkpoint.pt written by "
+                         "cas_edu's train holds them); start a new run with --overwrite (overwrite=True).")
+    return saved
+
+
+def _resumed(config: TrainConfig, out_dir: Path) -> tuple[dict, TrainConfig, tuple]:
+    """``(saved payload, config to continue with, file signature)`` of the run in ``out_dir``: its checkpoint
+    read and ``config`` compared with the saved one (:func:`resume_config`); nothing is written."""
+    path = out_dir / "checkpoint.pt"
+    if not path.is_file():
+        run_folder.check_can_start(out_dir, resume=True)  # the same FileNotFoundError on every rank
+    signature = _signature(path)
+    saved = read_resumable(path)
+    resumed = resume_config(recorded_config(saved, path), config.to_dict(), out_dir)
+    validate_config(resumed)
+    return saved, resumed, signature
+
+
+def _signature(path: Path) -> tuple:
+    """What changes when a file is replaced (inode, size, modification time): to notice a rewrite."""
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        return st.st_ino, st.st_size, st.st_mtime_ns
+    return ()
+
+
+def check_processes(config: TrainConfig, world_size: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``config`` can train on ``world_size`` processes (default: as many as
+    ``torchrun`` started, :func:`cas_edu.distributed.world_size`): a global batch of at least 2 examples per
+    process (a train-mode BatchNorm cannot normalise a single example) and a device several processes can share
+    (CUDA or the CPU). Nothing to check for one process (``TrainConfig`` already asks for a batch of 2)."""
+    world_size = distributed.world_size() if world_size is None else world_size
+    if world_size > 1:
+        if config.batch_size < 2 * world_size:
+            raise ValueError(f"batch_size {config.batch_size} leaves some of the {world_size} processes fewer than 2 "
+                             f"examples per batch (a train-mode BatchNorm needs 2); use a global batch of at least "
+                             f"{2 * world_size}.")
+        kind = resolve_device(config.device).type
+        if kind not in ("cuda", "cpu"):
+            raise ValueError(f"Distributed training runs on CUDA (NCCL) or the CPU (gloo), not on {kind}.")
+
+
+def _training_data(config: TrainConfig, dataset: data.Dataset | None, world_size: int) -> data.Dataset:
+    """The dataset ``config`` trains on (``dataset`` when given, else loaded), checked for what training needs
+    (:func:`check_processes`, and at least 2 training examples per process), so that a run that cannot train is
+    refused before its folder is created. Raises ``ValueError``."""
+    check_processes(config, world_size)
+    if dataset is None:
+        dataset = data.load(config.dataset, root=config.data_root, val_fraction=config.val_fraction)
+    n = len(dataset.train)
+    if n < 2 * world_size:
+        held = (f" after {len(dataset.val)} were held out for validation (val_fraction {config.val_fraction:g}; "
+                "lower it)" if len(dataset.val) else "")
+        raise ValueError(f"the training split of {dataset.name} has {n} example(s){held}; training needs at least "
+                         f"2 per process ({2 * world_size} for {world_size} process(es)).")
+    return dataset
 
 
 def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
@@ -359,12 +433,21 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
     or ``overwrite`` (delete its files and reports, then train anew). ``resume`` compares ``config`` with the
     saved one and raises :class:`ResumeMismatchError` for any difference except :data:`RUNTIME_FIELDS` and
     more epochs on a step schedule (:func:`resume_differences`). Half-written temporaries of a killed run
-    are removed once the lock is held. A failed write raises
-    :class:`~cas_edu.checkpoint.CheckpointWriteError`; the last checkpoint is then intact.
+    are removed once the lock is held. Every refusal that does not need the lock (an empty ``out_dir``, a
+    folder holding a run or held by another training, a checkpoint that cannot be resumed, data that cannot
+    be loaded, a training split or batch too small for BatchNorm, :func:`check_processes`) is raised before
+    the folder or its lock file is created. Each epoch writes ``checkpoint.pt`` before ``best.pt``, so a
+    ``best.pt`` never exists without the ``checkpoint.pt`` of its run. A failed write raises
+    :class:`~cas_edu.checkpoint.CheckpointWriteError` saying what is intact: the last ``checkpoint.pt``
+    (continue with ``resume=True``, which also rewrites a ``best.pt`` that failed after it), or, in the first
+    epoch, nothing (start again).
 
     Launched by ``torchrun`` with several processes, it trains with DistributedDataParallel: the same
     global batches as one process, split across ranks; rank 0 takes the lock, validates and writes the run folder.
     """
+    if out_dir is not None and (not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir).strip()):
+        raise ValueError(f"out_dir must be a run folder path (None: write nothing), got {out_dir!r}; an empty path "
+                         "would train into the current folder.")
     out_dir = Path(out_dir) if out_dir is not None else None
     if resume and out_dir is None:
         raise FileNotFoundError("Nothing to resume: no out_dir given. Start without --resume.")
@@ -372,17 +455,26 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
         raise ValueError("overwrite=True replaces the run in out_dir; pass out_dir too.")
     validate_config(config)
     main = out_dir is not None and run_folder.is_main_process()
+    # Everything that can refuse runs before the run folder (and its lock) is created: a refused run leaves nothing.
+    if main:
+        run_folder.check_unlocked(out_dir)
+        run_folder.check_can_start(out_dir, resume=resume, overwrite=overwrite)
+    requested, given = config, dataset
+    saved, signature = None, ()
+    if resume:
+        saved, config, signature = _resumed(requested, out_dir)
+    world_size = distributed.world_size()
+    dataset = _training_data(config, given, world_size)
     with run_folder.locked(out_dir) if main else contextlib.nullcontext():
-        if main:
+        if main:  # again under the lock: another training may have started or finished meanwhile
             run_folder.check_can_start(out_dir, resume=resume, overwrite=overwrite)
             run_folder.remove_temporaries(out_dir)
-        saved = None
-        if resume:
-            if not (out_dir / "checkpoint.pt").is_file():
-                run_folder.check_can_start(out_dir, resume=True)  # the same FileNotFoundError on every rank
-            saved = read_checkpoint(out_dir / "checkpoint.pt")
-            config = resume_config(TrainConfig.from_dict(saved["config"]), config.to_dict(), out_dir)
-            validate_config(config)
+        if resume and _signature(out_dir / "checkpoint.pt") != signature:  # rewritten meanwhile: read it again
+            loaded = config
+            saved, config, signature = _resumed(requested, out_dir)
+            if given is None and (config.dataset, config.data_root, config.val_fraction) != \
+                    (loaded.dataset, loaded.data_root, loaded.val_fraction):
+                dataset = _training_data(config, None, world_size)
         group, device = distributed.from_environment(resolve_device(config.device))
         try:
             result = _train(config, out_dir, saved, progress, dataset, on_epoch_end, group, device, overwrite)
@@ -397,11 +489,7 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
            dataset: data.Dataset | None, on_epoch_end: Callable[[dict], None] | None,
            group: distributed.Group, device: torch.device, overwrite: bool = False) -> tuple[CASClassifier, list[dict]]:
     seed_everything(config.seed)
-    dataset = dataset if dataset is not None else data.load(config.dataset, root=config.data_root,
-                                                           val_fraction=config.val_fraction)
-    if group.is_distributed and config.batch_size < group.world_size:
-        raise ValueError(f"batch_size {config.batch_size} is smaller than the {group.world_size} processes; "
-                         "use a global batch of at least one example per process.")
+    dataset = _training_data(config, dataset, group.world_size)  # checked before the lock by train()
     model = build(config.model, num_classes=len(dataset.classes), in_channels=dataset.input_shape[0], cas=config.cas)
     layout = memory_format(config.channels_last, device)
     model.to(device=device, memory_format=layout)
@@ -418,12 +506,13 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
         optimizer, lambda step: learning_rate_factor(config, step / steps_per_epoch))
     generator = torch.Generator().manual_seed(config.seed)
     history: list[dict] = []
-    start_epoch, best_robust = 0, -1.0
+    start_epoch, best_robust, best_epoch = 0, -1.0, 0
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer_state"])
         scheduler.load_state_dict(saved["scheduler_state"])
         history = list(saved["history"])
         start_epoch, best_robust = int(saved["epoch"]), float(saved["best_robust"])
+        best_epoch = int(saved.get("best_epoch", 0))  # 0: written before best_epoch was recorded
         _restore_rng(saved["rng"], generator)
 
     x_train, y_train = dataset.train.x.to(device), dataset.train.y.to(device)
@@ -434,6 +523,10 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
     if writes and overwrite:  # set-up done: only now delete the run being replaced, and its reports
         run_folder.clear_run(out_dir)
     if writes and saved is not None:  # a resumed run's history.json matches its checkpoint again
+        if best_epoch == start_epoch:  # its last epoch is the best: best.pt may have failed after checkpoint.pt
+            _write_run_files(lambda: save_checkpoint(out_dir / "best.pt", {
+                "config": config.to_dict(), "model_spec": spec, "model_state": saved["model_state"],
+                "epoch": start_epoch}), start_epoch)
         _write_run_files(lambda: write_json(out_dir / "history.json", {
             "config": config.to_dict(), "best_pt": selection_rule(has_val, config), "history": history}), start_epoch)
     show = _show_progress(progress) and group.is_main
@@ -479,14 +572,20 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
         score = record["val_robust_accuracy"] if record["val_robust_accuracy"] is not None else record["val_natural_accuracy"]
         if writes:
             weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            if not has_val or score > best_robust:
-                best_robust = score if has_val else best_robust
-                _write_run_files(lambda: save_checkpoint(out_dir / "best.pt", {
-                    "config": config.to_dict(), "model_spec": spec, "model_state": weights, "epoch": epoch + 1}), epoch)
+            is_best = not has_val or score > best_robust
+            if is_best:
+                best_robust, best_epoch = score if has_val else best_robust, epoch + 1
+            # checkpoint.pt first, then best.pt: best.pt never exists without the checkpoint.pt of its run, and
+            # a best.pt that fails to write is rewritten from checkpoint.pt on resume (best_epoch == epoch)
             _write_run_files(lambda: save_checkpoint(out_dir / "checkpoint.pt", {
                 "config": config.to_dict(), "model_spec": spec, "model_state": weights,
                 "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
-                "epoch": epoch + 1, "best_robust": best_robust, "history": history, "rng": _rng_state(generator)}), epoch)
+                "epoch": epoch + 1, "best_robust": best_robust, "best_epoch": best_epoch, "history": history,
+                "rng": _rng_state(generator)}), epoch)
+            if is_best:
+                _write_run_files(lambda: save_checkpoint(out_dir / "best.pt", {
+                    "config": config.to_dict(), "model_spec": spec, "model_state": weights, "epoch": epoch + 1}),
+                    epoch + 1)
             _write_run_files(lambda: write_json(out_dir / "history.json", {
                 "config": config.to_dict(), "best_pt": selection_rule(has_val, config), "history": history}), epoch + 1)
         if on_epoch_end is not None:
@@ -500,9 +599,11 @@ def _write_run_files(write: Callable[[], None], saved_epoch: int) -> None:
     try:
         write()
     except CheckpointWriteError as err:
-        state = (f"checkpoint.pt is complete (epoch {saved_epoch})" if saved_epoch else "no epoch was saved yet")
-        raise CheckpointWriteError(f"{err} Training stopped; {state}: free disk space, then continue with "
-                                   "--resume (resume=True).") from err
+        if saved_epoch:
+            raise CheckpointWriteError(f"{err} Training stopped; checkpoint.pt is complete (epoch {saved_epoch}): "
+                                       "free disk space, then continue with --resume (resume=True).") from err
+        raise CheckpointWriteError(f"{err} Training stopped before any epoch was saved, so the folder holds no run: "
+                                   "free disk space, then start the training again (without --resume).") from err
 
 
 def finished_run(config: TrainConfig, out_dir: str | Path) -> dict | None:
@@ -511,8 +612,8 @@ def finished_run(config: TrainConfig, out_dir: str | Path) -> dict | None:
     checkpoint = Path(out_dir) / "checkpoint.pt"
     if not checkpoint.is_file():
         return None
-    saved = read_checkpoint(checkpoint)
-    same = _same_training(TrainConfig.from_dict(saved["config"]), config)
+    saved = read_resumable(checkpoint)
+    same = _same_training(recorded_config(saved, checkpoint), config)
     return saved if same and int(saved["epoch"]) >= config.epochs else None
 
 
@@ -538,7 +639,7 @@ def train_or_load(config: TrainConfig, out_dir: str | Path, progress: bool | Non
         return model, list(saved["history"])
     checkpoint = Path(out_dir) / "checkpoint.pt"
     if checkpoint.is_file() and not overwrite:
-        previous = TrainConfig.from_dict(read_checkpoint(checkpoint)["config"])
+        previous = recorded_config(read_checkpoint(checkpoint), checkpoint)
         differences = resume_differences(previous, config.to_dict())
         if not differences:
             return train(config, out_dir=out_dir, resume=True, progress=progress, dataset=dataset)

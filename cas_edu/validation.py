@@ -11,6 +11,10 @@ caller's model run in evaluation mode with gradients on, its state left as it wa
   Integer labels of any width (int8 … int64, uint8) are cast to int64 after the range check; bool,
   floating-point and complex labels are refused with their dtype named.
 
+* tensors on the ``meta`` device (shapes without values), images, labels or the model's parameters, are refused.
+* a ``batch_size`` is a whole number ≥ 1 (:func:`check_batch_size`), a ``seed`` a whole number in
+  [0, 2**63 − 1] (:func:`check_seed`); Python or numpy integers, never bool or float.
+
 Anything else raises ``ValueError`` with a sentence that names the argument and what to do. Attacks return
 adversarial images in the dtype the caller passed (within ε of the caller's ``x`` in that dtype).
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from numbers import Integral
 from typing import Iterator
 
 import torch
@@ -31,6 +36,42 @@ from .cas import modules_through_wrappers, unwrap_parallel
 
 #: Pointer used in error messages and docstrings.
 RULE = "see cas_edu.validation for the input rule"
+
+#: Largest seed accepted anywhere (training, evaluation, the command line): the int64 maximum, which
+#: ``torch.manual_seed`` and ``torch.Generator.manual_seed`` take and a checkpoint stores exactly.
+MAX_SEED = 2**63 - 1
+
+
+def check_whole_number(value: int, name: str, minimum: int = 0, maximum: int | None = None, what: str = "") -> int:
+    """``value`` as a Python ``int`` from ``minimum`` to ``maximum`` (no upper bound when None); a Python or numpy
+    integer is accepted, anything else (bool, float, tensor, text) raises ``ValueError`` naming ``name``, with
+    ``what`` (e.g. ``" (examples per batch)"``) after the rule."""
+    rule = f"a whole number of at least {minimum}" if maximum is None else \
+        f"a whole number from {minimum} to {'2**63 - 1' if maximum == MAX_SEED else maximum}"
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{name} must be {rule}{what}, got {value!r}.")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {rule}{what}, got {int(value)}.")
+    return int(value)
+
+
+def check_batch_size(batch_size: int, name: str = "batch_size") -> int:
+    """``batch_size`` as a Python ``int``: a whole number of at least 1 (:func:`check_whole_number`; bool and
+    float are refused). Every public function that takes a batch size calls it."""
+    return check_whole_number(batch_size, name, 1, what=" (examples per batch)")
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    """``seed`` as a Python ``int`` in [0, :data:`MAX_SEED`] (:func:`check_whole_number`); every public function
+    that takes a seed calls it, so a seed torch cannot take is refused before any work."""
+    return check_whole_number(seed, name, 0, MAX_SEED)
+
+
+def _refuse_meta(t: torch.Tensor, name: str) -> None:
+    """``ValueError`` for a tensor on the ``meta`` device (a shape without values: nothing to check or attack)."""
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device, which holds shapes but no values; create or load it on a "
+                         "real device (cpu, cuda, mps).")
 
 
 @contextmanager
@@ -124,6 +165,7 @@ def check_images(x: torch.Tensor, dtype: torch.dtype | None = None, name: str = 
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of images shaped N×C×H×W, got {type(x).__name__}; "
                          "convert it with torch.as_tensor(...).")
+    _refuse_meta(x, name)
     if not x.is_floating_point():
         hint = " (divide uint8 images by 255)" if x.dtype == torch.uint8 else ""
         raise ValueError(f"{name} has dtype {_dtype_name(x.dtype)}; images must be floating point with values in "
@@ -138,9 +180,20 @@ def check_images(x: torch.Tensor, dtype: torch.dtype | None = None, name: str = 
             raise ValueError(f"{name} holds {bad} NaN or infinite value(s) (first in example {example}); images must "
                              "be finite values in [0, 1].")
         low, high = float(x.min()), float(x.max())
-        raise ValueError(f"{name} must hold images scaled to [0, 1], got values from {low:g} to {high:g}; "
-                         "divide uint8 images by 255.")
+        raise ValueError(f"{name} must hold images scaled to [0, 1], got values from {low!r} to {high!r}; "
+                         f"{_range_hint(low, high)}.")
     return x if dtype is None or x.dtype == dtype else x.to(dtype)
+
+
+def _range_hint(low: float, high: float) -> str:
+    """What to do about images outside [0, 1] with extremes ``low`` and ``high`` (written with ``repr``, so that
+    1.0000001 is not printed as 1)."""
+    if low >= -0.01 and high <= 1.01:
+        return "clamp them into range with x.clamp(0, 1) (rounding can push a value just past 0 or 1)"
+    if low >= 0 and high > 1.5:
+        return "images in 0..255 must be divided by 255"
+    return ("these look normalised or shifted (e.g. by a mean and std); pass images in [0, 1] and put any "
+            "normalisation inside the model")
 
 
 def check_labels(y: torch.Tensor, n: int, classes: int | None, name: str = "y") -> torch.Tensor:
@@ -149,6 +202,7 @@ def check_labels(y: torch.Tensor, n: int, classes: int | None, name: str = "y") 
     if not isinstance(y, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of integer labels of shape ({n},), got {type(y).__name__}; "
                          "convert it with torch.as_tensor(...).")
+    _refuse_meta(y, name)
     if y.dim() != 1 or y.shape[0] != n:
         raise ValueError(f"{name} must be an integer label tensor of shape ({n},), got {tuple(y.shape)}.")
     if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
@@ -166,6 +220,9 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = Non
     """``(x, y)`` checked and cast by the input rule (module docstring) for ``model``: x in the model's dtype,
     y int64 in [0, K) on x's device. ``y`` may be None only when ``labels_required`` is False. Raises
     ``ValueError``."""
+    if model_device(model).type == "meta":
+        raise ValueError("the model's parameters are on the meta device (shapes without values); load real "
+                         "weights first, e.g. model.to_empty(device='cpu') then load_state_dict(...).")
     x = check_images(x, model_dtype(model))
     if y is None:
         if labels_required:
@@ -174,5 +231,6 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = Non
     return x, check_labels(y, x.shape[0], num_classes(model, x)).to(x.device)
 
 
-__all__ = ["RULE", "autograd_ready", "check_images", "check_inputs", "check_labels", "eval_mode", "gradients_on",
+__all__ = ["MAX_SEED", "RULE", "autograd_ready", "check_batch_size", "check_images", "check_inputs", "check_labels",
+           "check_seed", "check_whole_number", "eval_mode", "gradients_on",
            "model_device", "model_dtype", "num_classes", "refuse_inference_parameters"]

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import activations as _activations
 from . import attacks as _attacks
-from .validation import check_inputs, model_device, num_classes
+from .validation import check_inputs, check_seed, model_device, num_classes
 
 #: Attacks the ε explorer offers: value -> button label.
 EPSILON_ATTACKS = {"fgsm": "FGSM", "pgd": "PGD-10"}
@@ -74,6 +74,7 @@ def craft_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
     if attack not in EPSILON_ATTACKS:
         raise ValueError(f"Unknown attack {attack!r}; choose one of {', '.join(EPSILON_ATTACKS)}.")
     _, y = check_inputs(model, x, y)  # the attacks cast x themselves and answer in its dtype
+    seed = check_seed(seed)
     device = _device_of(model)
     x, y = x.to(device), y.to(device)
     if eps == 0:
@@ -220,7 +221,7 @@ def _compare_seeded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
                     steps: int, seed: int) -> _activations.ActivationComparison:
     device = _device_of(model)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+        torch.manual_seed(check_seed(seed))
         return _activations.compare_activations(model, x, y, eps, layer=layer, steps=steps)  # official attack defaults
 
 

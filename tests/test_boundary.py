@@ -689,3 +689,100 @@ def test_bpda_finds_the_quantiser_inside_a_wrapper_held_outside_the_module_tree(
     with bpda(wrapped):
         assert all(m.bpda for m in wrapped.module.modules() if isinstance(m, InputQuantization))
     assert not any(m.bpda for m in wrapped.module.modules() if isinstance(m, InputQuantization))
+
+
+# --------------------------------------------------------------------------- batch sizes, seeds, report numbers
+
+
+BATCHED = {  # every public function that takes a batch size, called with it
+    "accuracy": lambda m, x, y, b: training.accuracy(m, x, y, batch_size=b),
+    "robust_accuracy": lambda m, x, y, b: training.robust_accuracy(m, x, y, 0.1, 1, batch_size=b),
+    "evaluate": lambda m, x, y, b: evaluation.evaluate(m, x, y, 0.1, attacks=["natural"], batch_size=b),
+    "autoattack": lambda m, x, y, b: attacks.autoattack(m, x, y, 0.1, attacks=["apgd-ce"], batch_size=b),
+    "channel_activations": lambda m, x, y, b: activations.channel_activations(m, x, batch_size=b),
+    "compare_activations": lambda m, x, y, b: activations.compare_activations(m, x, y, 0.1, steps=1, batch_size=b),
+    "masked_channel_activations": lambda m, x, y, b: channels.masked_channel_activations(m, x, batch_size=b),
+    "channel_data": lambda m, x, y, b: channels.channel_data(m, x, y, [0.0], steps=1, batch_size=b),
+}
+
+
+@pytest.mark.parametrize("bad", [-1, 0, 2.5, 2.0, True, "4", None], ids=repr)
+@pytest.mark.parametrize("name", list(BATCHED))
+def test_every_batch_size_must_be_a_whole_number_of_at_least_one(name, bad, model, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="batch_size must be a whole number"):  # never a silent 0.0 or range()'s words
+        BATCHED[name](model, x, y, bad)
+
+
+def test_a_numpy_batch_size_is_a_whole_number_too(model, batch):
+    x, y = batch
+    assert training.accuracy(model, x, y, batch_size=np.int64(4)) == training.accuracy(model, x, y) == 1.0
+
+
+SEEDED = {  # every public function that takes a seed, called with it
+    "evaluate": lambda m, x, y, s: evaluation.evaluate(m, x, y, 0.1, attacks=["natural"], seed=s),
+    "balanced_indices": lambda m, x, y, s: evaluation.balanced_indices(y, 2, seed=s),
+    "channel_data": lambda m, x, y, s: channels.channel_data(m, x, y, [0.0], steps=1, seed=s),
+    "craft_adversarial": lambda m, x, y, s: widgets.craft_adversarial(m, x, y, 0.1, attack="pgd", steps=1, seed=s),
+    "seed_everything": lambda m, x, y, s: __import__("cas_edu.runtime").runtime.seed_everything(s),
+    "config": lambda m, x, y, s: make_config("digits", seed=s),
+}
+
+
+@pytest.mark.parametrize("bad", [-1, 2**63, 2**70, 1.5, True], ids=repr)
+@pytest.mark.parametrize("name", list(SEEDED))
+def test_every_seed_lies_in_0_to_2_63_minus_1(name, bad, model, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="seed"):
+        SEEDED[name](model, x, y, bad)
+
+
+def test_the_largest_seed_is_accepted(model, batch):
+    x, y = batch
+    report = evaluation.evaluate(model, x, y, 0.1, attacks=["natural"], seed=validation.MAX_SEED)
+    assert report.seed == 2**63 - 1 and make_config("digits", seed=2**63 - 1).seed == 2**63 - 1
+
+
+def test_a_report_of_numpy_numbers_holds_plain_python_numbers_and_serialises(model, batch):
+    x, y = batch
+    report = evaluation.evaluate(model, x, y, np.float32(0.1), attacks=["natural"], seed=np.int64(3))
+    assert type(report.eps) is float and type(report.seed) is int
+    assert evaluation.EvaluationReport.from_dict(__import__("json").loads(report.to_json())).seed == 3
+    by_hand = evaluation.EvaluationReport(eps=np.float64(0.1), n_examples=np.int64(5), seed=np.int32(1),
+                                          accuracy={"natural": {"ce": np.float32(0.5)}},
+                                          seconds={"natural": np.float64(1)})
+    assert '"eps": 0.1' in by_hand.to_json() and '"seed": 1' in by_hand.to_json()
+
+
+@pytest.mark.parametrize("eps", [torch.tensor(0.1), np.array([0.1]), float("inf"), "0.1"], ids=repr)
+def test_evaluate_takes_eps_as_a_finite_real_number(eps, model, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="eps"):
+        evaluation.evaluate(model, x, y, eps, attacks=["natural"])
+
+
+def test_meta_device_images_labels_and_models_are_refused_naming_the_device(model, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="x is on the meta device"):
+        training.accuracy(model, x.to("meta"), y)
+    with pytest.raises(ValueError, match="y is on the meta device"):
+        attacks.fgsm(model, x, y.to("meta"), 0.1)
+    with pytest.raises(ValueError, match="meta device"):
+        evaluation.evaluate(_cnn().to("meta"), x, y, 0.1, attacks=["natural"])
+
+
+@pytest.mark.parametrize("change, shown, hint", [
+    (lambda x: x.index_put((torch.tensor(0),) * 4, torch.tensor(1.0000001)), repr(float(torch.tensor(1.0000001))),
+     "clamp"),
+    (lambda x: x * 255, "", "divided by 255"),
+    (lambda x: (x - 0.5) / 0.25, "", "normalis"),
+], ids=["just-above-1", "uint8-range", "normalised"])
+def test_an_out_of_range_message_shows_the_real_extremes_and_the_fitting_hint(change, shown, hint, model, batch):
+    x, y = batch
+    bad = change(x)
+    with pytest.raises(ValueError) as caught:
+        attacks.fgsm(model, bad, y, 0.1)
+    message = str(caught.value)
+    assert repr(float(bad.max())) in message and repr(float(bad.min())) in message and shown in message
+    assert hint in message
+    assert ("255" in message) == (hint == "divided by 255"), "the uint8 hint only for values in 0..255"

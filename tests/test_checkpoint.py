@@ -307,6 +307,17 @@ def _damaged(payload: dict, damage: str) -> dict:
         state = [1, 2, 3]
     elif damage == "not-tensors":
         state["fc.bias"] = [0.0] * 10
+    elif damage == "complex":
+        state["fc.weight"] = state["fc.weight"].to(torch.complex64)
+    elif damage == "int":
+        state["fc.weight"] = state["fc.weight"].round().to(torch.int64)
+    elif damage == "bool":
+        state["blocks.block1.1.num_batches_tracked"] = torch.tensor(True)
+    elif damage == "nan":
+        state["fc.bias"] = state["fc.bias"].clone()
+        state["fc.bias"][3] = float("nan")
+    elif damage == "inf":
+        state["blocks.block2.1.running_var"] = torch.full_like(state["blocks.block2.1.running_var"], float("inf"))
     return {**payload, "model_state": state}
 
 
@@ -317,6 +328,11 @@ def _damaged(payload: dict, damage: str) -> dict:
     ("shape", "1 of another shape (checkpoint vs model: fc.weight (11, 128) vs (10, 128))"),
     ("not-a-dict", "not a dict of named tensors"),
     ("not-tensors", "not a dict of named tensors"),
+    ("complex", "fc.weight is complex64"),  # not a torch warning and a silently dropped imaginary part
+    ("int", "fc.weight is int64 where floating-point weights belong"),  # not a silent cast
+    ("bool", "blocks.block1.1.num_batches_tracked is bool"),
+    ("nan", "NaN or infinite values (first in fc.bias)"),  # a NaN model is damage, not a model
+    ("inf", "NaN or infinite values (first in blocks.block2.1.running_var)"),
 ])
 def test_weights_that_do_not_fit_the_recorded_model_are_one_value_error_line(tmp_path, damage, needle):
     save_checkpoint(tmp_path / "m.pt", _damaged(_untrained_payload(), damage))
@@ -361,4 +377,33 @@ def test_resuming_from_weights_that_do_not_fit_is_a_value_error_naming_the_check
     saved["model_state"]["fc.weight"] = torch.zeros(3, saved["model_state"]["fc.weight"].shape[1])
     save_checkpoint(copy / "checkpoint.pt", {k: v for k, v in saved.items() if k != "format"})
     with pytest.raises(ValueError, match=r"checkpoint.pt: the weights do not fit.*fc.weight \(3, "):
+        train(config, out_dir=copy, resume=True, dataset=small, progress=False)
+
+
+def test_half_precision_weights_load_into_the_float32_model():
+    payload = _untrained_payload()
+    payload["model_state"] = {k: v.half() for k, v in payload["model_state"].items()}  # counters too, as .half() of
+    model = checkpoint.model_from_payload(payload)  # a state dict gives them
+    assert model.fc.weight.dtype == torch.float32
+    assert torch.equal(model.fc.weight, payload["model_state"]["fc.weight"].float())
+
+
+def test_a_checkpoint_without_a_recorded_config_is_refused_not_filled_with_defaults():
+    payload = _untrained_payload()
+    payload.pop("config", None)
+    with pytest.raises(ValueError, match=r"run/best.pt has no recorded training config"):
+        checkpoint.recorded_config(payload, "run/best.pt")
+    with pytest.raises(ValueError, match="recorded training config is invalid"):
+        checkpoint.recorded_config({"config": {"eps": float("nan")}}, "run/best.pt")
+    assert checkpoint.recorded_config({"config": make_config("digits").to_dict()}) == make_config("digits")
+
+
+def test_resuming_from_a_checkpoint_that_lacks_the_training_state_names_what_is_missing(run, tmp_path, small):
+    import shutil
+
+    folder, _, _, config = run
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    shutil.copy(copy / "best.pt", copy / "checkpoint.pt")  # a best.pt in checkpoint.pt's place: no optimizer state
+    with pytest.raises(ValueError, match=r"checkpoint.pt cannot be resumed: it lacks optimizer_state"):
         train(config, out_dir=copy, resume=True, dataset=small, progress=False)

@@ -100,6 +100,9 @@ TRAIN_CASES = {
     "dataset-npz-missing": (["--dataset", "npz:{tmp}/nothing"], "nothing"),
     "data-root-file": (["--data-root", "{tmp}/a_file"], "--data-root"),
     "compile-wrn": (["--model", "wrn34_10", "--compile"], "compile"),
+    # a train-mode BatchNorm cannot normalise one example: refused here, not by torch after the folder exists
+    "batch-1": (["--batch-size", "1"], "--batch-size"), "seed-2**63": (["--seed", str(2**63)], "--seed"),
+    "seed-2**70": (["--seed", str(2**70)], "--seed"),
 }
 
 
@@ -140,6 +143,52 @@ def test_train_refuses_a_missing_cuda_index(tmp_path, capsys, spies, monkeypatch
     assert spies == {"load": [], "train": []}
 
 
+@pytest.mark.parametrize("out", ["", "   "], ids=["empty", "blank"])
+def test_train_refuses_an_empty_out_instead_of_training_into_the_current_folder(out, tmp_path, capsys, spies,
+                                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_line(*run_cli(capsys, "train", "--out", out, "--quiet"))
+    assert "--out" in line
+    assert spies == {"load": [], "train": []} and list(tmp_path.iterdir()) == []
+
+
+def test_a_tilde_in_out_is_expanded_once_so_the_checked_folder_is_the_written_one(tmp_path, capsys, monkeypatch):
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    written = []
+
+    def fake_train(config, out_dir=None, **kwargs):  # where training would write, without training
+        written.append(Path(out_dir))
+        return None, [{"epoch": 1, "val_natural_accuracy": 0.5, "val_robust_accuracy": 0.25}]
+
+    monkeypatch.setattr(training, "train", fake_train)
+    code, _, err = run_cli(capsys, "train", "--out=~/tilde", "--quiet", "--method", "standard")
+    assert code == 0, err
+    assert written == [home / "tilde"] and list(cwd.iterdir()) == [], "no literal ./~ folder"
+
+
+def test_train_refuses_a_split_too_small_to_train_before_creating_the_run_folder(tmp_path, capsys):
+    # digits' 1,438 training images minus a 0.9995 validation share leave one: refused by a data check that runs
+    # before the lock, so that neither RUN/ nor RUN/.lock exists afterwards
+    line = assert_one_line(*run_cli(capsys, "train", "--out", tmp_path / "run", "--val-fraction", "0.9995",
+                                    "--quiet", "--device", "cpu"))
+    assert "1 example(s)" in line and "val_fraction" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc, where os.access lies to root")
+def test_destinations_are_tested_by_writing_not_by_permission_bits(runs, tmp_path, capsys, spies):
+    line = assert_one_line(*run_cli(capsys, "train", "--out", "/proc/cas_edu_run", "--quiet"))
+    assert "/proc" in line and "cannot be written" in line
+    line = assert_one_line(*run_cli(capsys, "evaluate", runs["plain"], "--attacks", "natural",
+                                    "--output", "/proc/cas_edu_report.json"))
+    assert "cannot write into /proc" in line
+    assert spies == {"load": [], "train": []}, "refused before any data is loaded or attack runs"
+
+
 # --------------------------------------------------------------------------- evaluate and activations
 
 
@@ -154,6 +203,7 @@ EVAL_CASES = {
     "dataset-npz-missing": (["--dataset", "npz:{tmp}/nothing"], "nothing"),
     "data-root-file": (["--data-root", "{tmp}/a_file"], "--data-root"),
     "ce+cas-without-cas": (["--objective", "ce+cas"], "ce+cas"),
+    "seed-2**64": (["--seed", str(2**64)], "--seed"),
 }
 
 
@@ -176,6 +226,7 @@ ACT_CASES = {
     "class-id-99": (["--class-id", "99"], "--class-id 99"), "class-id-10": (["--class-id", "10"], "10 classes"),
     "class-id-negative": (["--class-id", "-1"], "--class-id"), "layer-unknown": (["--layer", "nosuch"], "block3"),
     "n-0": (["--n", "0"], "--n"), "eps-negative": (["--eps", "-1"], "--eps"), "device": (["--device", "tpu"], "tpu"),
+    "seed-2**63": (["--seed", str(2**63)], "--seed"),
 }
 
 
@@ -195,6 +246,9 @@ def test_activations_refuses_bad_flags_before_loading_data(extra, needle, runs, 
     ("no-spec", "no model_spec"),
     ("bad-spec", "model_spec"),
     ("bad-config", "recorded training config"),
+    ("no-config", "no recorded training config"),  # never silent defaults for eps, dataset and split
+    ("complex-weights", "fc.weight is complex64"), ("int-weights", "fc.weight is int64"),
+    ("nan-weights", "NaN or infinite values (first in fc.bias)"),
 ])
 def test_a_checkpoint_that_does_not_fit_its_model_exits_2_naming_the_mismatch(command, damage, needle, runs,
                                                                              tmp_path, capsys, spies):
@@ -215,11 +269,29 @@ def test_a_checkpoint_that_does_not_fit_its_model_exits_2_naming_the_mismatch(co
         payload["model_spec"] = {**payload["model_spec"], "num_classes": -3}
     elif damage == "bad-config":
         payload["config"] = {**payload["config"], "lr": float("nan")}
+    elif damage == "no-config":
+        del payload["config"]
+    elif damage == "complex-weights":
+        state["fc.weight"] = state["fc.weight"].to(torch.complex64)
+    elif damage == "int-weights":
+        state["fc.weight"] = state["fc.weight"].to(torch.int64)
+    elif damage == "nan-weights":
+        state["fc.bias"] = torch.full_like(state["fc.bias"], float("nan"))
     payload.pop("format")
     save_checkpoint(tmp_path / "damaged.pt", payload)
     line = assert_one_line(*run_cli(capsys, command, tmp_path / "damaged.pt"))
     assert needle in line and "damaged.pt" in line
     assert spies["load"] == []
+
+
+@pytest.mark.parametrize("args, needle", [(["evaluate", "  "], "run"), (["activations", ""], "run"),
+                                           (["evaluate", "{run}", "--output", ""], "--output"),
+                                           (["evaluate", "{run}", "--output", "  "], "--output")],
+                         ids=["evaluate-run", "activations-run", "output-empty", "output-blank"])
+def test_an_empty_path_argument_is_refused(args, needle, runs, tmp_path, capsys, spies, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a blank --output would otherwise name a file '  ' in the current folder
+    line = assert_one_line(*run_cli(capsys, *[a.format(run=runs["plain"]) for a in args]))
+    assert needle in line and spies["load"] == [] and list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- environmental failures: exit 1
@@ -255,3 +327,37 @@ def test_exit_codes_are_documented_in_help_and_main(capsys):
         out = " ".join(capsys.readouterr().out.split())
         assert "exit codes: 0 success; 1 " in out and "2 bad input" in out, command
     assert "Exit codes" in cli.main.__doc__ and "2 bad input" in cli.main.__doc__
+
+
+@pytest.mark.parametrize("command, saved, needle", [
+    ("train", True, "continue with --resume"), ("train", False, "start the training again"),
+    ("evaluate", False, "no report was written"), ("activations", False, "interrupted")])
+def test_only_a_training_with_a_saved_epoch_is_told_to_resume_when_interrupted(command, saved, needle, runs, tmp_path,
+                                                                            capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, command, interrupted)
+    out = tmp_path / "run"
+    if saved:
+        out.mkdir()
+        (out / "checkpoint.pt").write_bytes(b"")
+    args = ["train", "--out", out, "--quiet", *(["--resume"] if saved else [])] if command == "train" \
+        else [command, runs["plain"]]
+    if saved:
+        monkeypatch.setattr(cli, "_check_args", lambda args: None)  # the empty checkpoint.pt is never read
+    code, out_text, err = run_cli(capsys, *args)
+    assert code == 130 and out_text == "" and len(err.splitlines()) == 1
+    assert needle in err
+    assert ("--resume" in err) == saved
+
+
+@pytest.mark.parametrize("command", ["evaluate", "activations"])
+def test_out_of_memory_outside_training_does_not_suggest_resume(command, runs, capsys, monkeypatch):
+    def out_of_memory(args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setitem(cli.COMMANDS, command, out_of_memory)
+    line = assert_one_line(*run_cli(capsys, command, runs["plain"]), expected=1)
+    assert "out of memory" in line and "--resume" not in line
+    assert ("--batch-size" if command == "evaluate" else "--n") in line

@@ -170,3 +170,35 @@ def test_resolve_device_auto_and_spellings(monkeypatch):
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device(" CPU ") == torch.device("cpu")
     assert runtime.device_name("CUDA:1") == "cuda:1"  # spelling only: no availability check
+
+
+# --------------------------------------------------------------------------- batch size and seed bounds
+
+
+@pytest.mark.parametrize("size", [1, np.int64(1), 0])
+def test_a_batch_of_one_is_refused_because_train_mode_batchnorm_needs_two(size):
+    with pytest.raises(ValueError, match=r"batch_size must be at least 2 \(a train-mode BatchNorm needs 2"):
+        _make(batch_size=size)
+    config = _make()
+    config.batch_size = size
+    with pytest.raises(ValueError, match="BatchNorm"):  # a field reassigned after construction too (train checks)
+        validate_config(config)
+    assert _make(batch_size=2).batch_size == 2
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**70, -1])
+def test_a_seed_outside_0_to_2_63_minus_1_is_refused_before_torch_overflows(seed):
+    with pytest.raises(ValueError, match="seed"):
+        _make(seed=seed)
+    with pytest.raises(ValueError, match="seed"):
+        TrainConfig.from_dict({"seed": seed})
+    assert _make(seed=2**63 - 1).seed == 2**63 - 1
+
+
+def test_a_batch_too_small_for_every_process_is_refused_before_training(monkeypatch):
+    from cas_edu import training
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ValueError, match="at least 8"):  # 2 examples for each of 4 processes
+        training.check_processes(_make(batch_size=6, device="cpu"))
+    training.check_processes(_make(batch_size=8, device="cpu"))

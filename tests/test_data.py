@@ -443,6 +443,16 @@ def test_npz_labels_must_be_class_indices_0_to_k(tmp_path: Path, y: np.ndarray, 
         load(f"npz:{tmp_path}")
 
 
+@pytest.mark.parametrize("y", [np.array([0, 1, 9, 2] * 5), np.zeros(20, np.int64), np.array([0, 255] * 10, np.uint8),
+                               np.array([0, 1, -1, 2] * 5)], ids=["gaps", "one-class", "uint8-255", "negative"])
+def test_an_npz_error_names_the_file_given_not_its_folder(tmp_path: Path, y: np.ndarray) -> None:
+    f = tmp_path / "mine.npz"
+    np.savez(f, x=np.zeros((len(y), 3, 3), np.uint8), y=y)
+    with pytest.raises(ValueError) as info:
+        load(f"npz:{f}")
+    assert str(info.value).startswith(f"{f}:"), str(info.value)
+
+
 def test_npz_test_labels_must_be_classes_seen_in_training(tmp_path: Path) -> None:
     _save_good(tmp_path, classes=4)
     np.savez(tmp_path / "test.npz", x=np.zeros((4, 4, 4), np.uint8), y=np.array([0, 1, 2, 7]))

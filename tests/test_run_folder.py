@@ -491,3 +491,103 @@ def test_reproduce_cifar10_reuses_a_matching_kept_report(tmp_path, monkeypatch):
     found = bench.saved_report(tmp_path, n_test=20, subset_n=1000)
     assert found is not None and set(found.accuracy) == set(attacks)
     assert bench.saved_report(tmp_path, n_test=30, subset_n=1000) is None
+
+
+# --------------------------------------------------------------------------- nothing created by a refused run
+
+
+@pytest.mark.parametrize("out_dir", ["", "  "], ids=["empty", "blank"])
+def test_an_empty_out_dir_is_refused_instead_of_training_into_the_current_folder(out_dir, tmp_path, monkeypatch,
+                                                                                 digits):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="out_dir"):
+        train(tiny(), out_dir=out_dir, dataset=small(digits), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_training_split_too_small_is_refused_before_the_run_folder_exists(tmp_path, digits):
+    one = data.Dataset(digits.name, data.Split(digits.train.x[:1], digits.train.y[:1]),
+                       data.Split(digits.val.x[:16], digits.val.y[:16]), digits.test, digits.classes)
+    with pytest.raises(ValueError, match="has 1 example"):
+        train(tiny(), out_dir=tmp_path / "run", dataset=one, progress=False)
+    assert not (tmp_path / "run").exists(), "neither RUN/ nor RUN/.lock for a refused run"
+
+
+def test_a_destination_is_tested_by_creating_a_file_not_by_permission_bits(tmp_path, monkeypatch):
+    import tempfile
+
+    (tmp_path / "reports").mkdir()
+    run_folder.check_writable_folder(tmp_path / "reports")  # writable: passes, and leaves nothing behind
+    run_folder.check_report_destination(tmp_path / "new" / "r.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"] and not list((tmp_path / "reports").iterdir())
+
+    def read_only(*args, **kwargs):  # what /proc, a read-only mount or a full inode table answer, even to root
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    for check, where in ((run_folder.check_writable_folder, tmp_path / "reports"),
+                         (run_folder.check_report_destination, tmp_path / "r.json"),
+                         (cli._check_out, str(tmp_path / "run"))):
+        with pytest.raises(ValueError, match="Read-only file system"):
+            check(where)
+
+
+# --------------------------------------------------------------------------- write order of an epoch
+
+
+def _failing_save(name: str):
+    """A torch.save that fails like a full disk for ``name``'s payload (checkpoint.pt holds optimizer state)."""
+    real = torch.save
+
+    def save(obj, handle, *args, **kwargs):
+        if ("optimizer_state" in obj) == (name == "checkpoint.pt"):
+            raise OSError(errno.EFBIG, "File too large")
+        return real(obj, handle, *args, **kwargs)
+
+    return save
+
+
+def test_checkpoint_pt_is_written_before_best_pt_so_a_failed_first_epoch_leaves_no_run(tmp_path, digits,
+                                                                                       monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr(torch, "save", _failing_save("checkpoint.pt"))
+    with pytest.raises(CheckpointWriteError) as info:
+        train(tiny(), out_dir=out, dataset=small(digits), progress=False)
+    message = str(info.value)
+    assert "before any epoch was saved" in message and "start the training again" in message
+    assert "continue with --resume" not in message, "there is nothing to resume"
+    assert sorted(p.name for p in out.iterdir()) == [run_folder.LOCK_NAME], "no orphan best.pt"
+    run_folder.check_can_start(out)  # a fresh start is accepted, as the message says
+
+
+def test_a_best_pt_that_failed_after_checkpoint_pt_is_rewritten_on_resume(tmp_path, digits, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", _failing_save("best.pt"))
+        with pytest.raises(CheckpointWriteError, match=r"checkpoint.pt is complete \(epoch 1\).*--resume"):
+            train(tiny(), out_dir=out, dataset=small(digits), progress=False)
+    assert not (out / "best.pt").exists() and read_checkpoint(out / "checkpoint.pt")["best_epoch"] == 1
+    train(tiny(), out_dir=out, dataset=small(digits), progress=False, resume=True)  # finished: trains nothing more
+    best, last = read_checkpoint(out / "best.pt"), read_checkpoint(out / "checkpoint.pt")
+    assert best["epoch"] == 1
+    assert all(torch.equal(v, last["model_state"][k]) for k, v in best["model_state"].items())
+
+
+# --------------------------------------------------------------------------- temporaries in eval/
+
+
+def test_temporary_files_are_not_a_run_and_stale_report_temporaries_are_cleaned(tmp_path):
+    reports = tmp_path / run_folder.REPORTS_DIR
+    reports.mkdir()
+    stale, fresh = reports / ".20260101T000000Z-natural-n20.json.abc.tmp", reports / ".latest.json.x1.tmp"
+    stale.write_text("half a report")
+    fresh.write_text("a report being written")
+    now = time.time()
+    os.utime(stale, (now - 2 * run_folder.STALE_REPORT_TMP_SECONDS,) * 2)
+    os.utime(fresh, (now - 60,) * 2)
+    assert run_folder.run_contents(tmp_path) == [], "temporaries are neither a run nor a report"
+    run_folder.check_can_start(tmp_path)  # so training may take the folder
+    assert run_folder.remove_temporaries(tmp_path, now=now) == [stale]
+    assert fresh.exists(), "a report an evaluation may be writing now is left alone"
+    (reports / "kept.json").write_text("{}")
+    assert run_folder.run_contents(tmp_path) == ["eval/"]
