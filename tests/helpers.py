@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from cas_edu.cas import auxiliary_loss
 
@@ -17,3 +18,25 @@ def one_training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) 
         [a.float() for a in out.aux_logits], y, beta=2.0)
     loss.backward()
     return loss.item(), torch.cat([p.grad.float().flatten().cpu() for p in model.parameters()])
+
+
+class DDPLike(nn.Module):
+    """What DistributedDataParallel looks like from outside: the model as ``.module``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x)
+
+
+class Unregistered(nn.Module):
+    """A wrapper that holds the model outside ``_modules`` (as some wrappers do via ``__dict__``)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.__dict__["module"] = module
+
+    def forward(self, x):
+        return self.module(x)

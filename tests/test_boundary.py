@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from helpers import DDPLike, Unregistered
+
 from cas_edu import activations, attacks, channels, data, evaluation, training, validation, widgets
 from cas_edu.models import SmallCNN, build
 from cas_edu.presets import make_config
@@ -386,24 +388,6 @@ class _Identity(nn.Module):
         return (x - 0.0) / 1.0
 
 
-class _DDPLike(nn.Module):
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, x):
-        return self.module(x)
-
-
-class _Unregistered(nn.Module):
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.__dict__["module"] = module
-
-    def forward(self, x):
-        return self.module(x)
-
-
 @pytest.fixture(scope="module")
 def process_group():
     """A one-process gloo group, so that a real DistributedDataParallel can wrap a model."""
@@ -421,11 +405,11 @@ def _wrap(kind: str, model: nn.Module, request) -> nn.Module:
     if kind == "sequential":
         return nn.Sequential(_Identity(), model)
     if kind == "ddp_like":
-        return _DDPLike(model)
+        return DDPLike(model)
     if kind == "unregistered":
-        return _Unregistered(model)
+        return Unregistered(model)
     if kind == "nested":
-        return _DDPLike(nn.Sequential(_Identity(), _DDPLike(model)))
+        return DDPLike(nn.Sequential(_Identity(), DDPLike(model)))
     if kind == "compile":
         return torch.compile(model, backend="eager")
     if kind == "ddp":
@@ -556,7 +540,7 @@ def test_eval_model_with_one_training_submodule_is_restored_too(batch):
 def test_eval_mode_reaches_and_restores_modules_held_outside_the_module_tree(batch):
     x, y = batch
     model = _frozen_bn_model()
-    wrapped = _Unregistered(model)
+    wrapped = Unregistered(model)
     seen = []
     model.blocks["block2"].register_forward_pre_hook(lambda m, a: seen.append(m.training))
     before = _modes(model)
@@ -685,7 +669,7 @@ def test_attacks_and_evaluation_never_call_ddp_forward(model, batch, process_gro
 def test_bpda_finds_the_quantiser_inside_a_wrapper_held_outside_the_module_tree():
     from cas_edu.gradient_masking import InputQuantization, bpda, quantized_model
 
-    wrapped = _Unregistered(quantized_model(_cnn(cas=False)))
+    wrapped = Unregistered(quantized_model(_cnn(cas=False)))
     with bpda(wrapped):
         assert all(m.bpda for m in wrapped.module.modules() if isinstance(m, InputQuantization))
     assert not any(m.bpda for m in wrapped.module.modules() if isinstance(m, InputQuantization))

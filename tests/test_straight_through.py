@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import DDPLike, Unregistered
+
 from cas_edu import attacks, cas
 from cas_edu.cas import CASModule, find_cas_modules, straight_through
 from cas_edu.models import SmallCNN
@@ -124,28 +126,6 @@ def test_straight_through_on_a_model_without_cas_raises_value_error():
 
 # --------------------------------------------------------------------------- (b) finding CAS modules in wrappers
 
-class _DDPLike(nn.Module):
-    """What DistributedDataParallel looks like from outside: the model as ``.module``."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, x):
-        return self.module(x)
-
-
-class _Unregistered(nn.Module):
-    """A wrapper that holds the model outside ``_modules`` (as some wrappers do via ``__dict__``)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.__dict__["module"] = module
-
-    def forward(self, x):
-        return self.module(x)
-
-
 def _cas_cnn(seed: int = 0) -> SmallCNN:
     torch.manual_seed(seed)
     return SmallCNN(num_classes=10, in_channels=1, widths=(8, 16, 16), cas_layers=["block2", "block3"]).eval()
@@ -154,9 +134,9 @@ def _cas_cnn(seed: int = 0) -> SmallCNN:
 WRAPPERS = {
     "bare": lambda m: m,
     "sequential": lambda m: nn.Sequential(nn.Identity(), m),
-    "ddp_like": _DDPLike,
-    "nested": lambda m: _DDPLike(nn.Sequential(nn.Identity(), _DDPLike(m))),
-    "unregistered": _Unregistered,
+    "ddp_like": DDPLike,
+    "nested": lambda m: DDPLike(nn.Sequential(nn.Identity(), DDPLike(m))),
+    "unregistered": Unregistered,
 }
 
 
