@@ -12,6 +12,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from cas_edu.checkpoint import write_json as write_atomically
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -95,8 +97,20 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> tup
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``benchmarks/results/<name>.json`` and return its path."""
+    """Write ``benchmarks/results/<name>.json`` atomically and return its path.
+
+    An earlier result of the same name is never lost: it is first renamed to ``<name>-<its UTC mtime>.json``
+    (``-2``, ``-3``... appended if that exists too), and the new file appears whole or not at all.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2, default=str))
+    if path.exists():
+        stamp = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        kept, n = RESULTS / f"{name}-{stamp}.json", 1
+        while kept.exists():
+            n += 1
+            kept = RESULTS / f"{name}-{stamp}-{n}.json"
+        os.replace(path, kept)
+        print(f"kept the previous result as {kept}")
+    write_atomically(path, json.loads(json.dumps(payload, default=str)), replace=False)
     return path

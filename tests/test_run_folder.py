@@ -493,6 +493,20 @@ def test_reproduce_cifar10_reuses_a_matching_kept_report(tmp_path, monkeypatch):
     assert bench.saved_report(tmp_path, n_test=30, subset_n=1000) is None
 
 
+
+def test_a_benchmark_result_never_replaces_an_earlier_one(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    for value in range(3):
+        path = common.write_json("bench", {"value": value})
+    kept = sorted(p for p in tmp_path.iterdir() if p != path)
+    assert path == tmp_path / "bench.json" and json.loads(path.read_text()) == {"value": 2}
+    assert len(kept) == 2 and sorted(json.loads(p.read_text())["value"] for p in kept) == [0, 1]
+    assert all(p.name.startswith("bench-") for p in kept) and not list(tmp_path.glob("*.tmp"))
+
+
 # --------------------------------------------------------------------------- nothing created by a refused run
 
 
