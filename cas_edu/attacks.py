@@ -1,4 +1,6 @@
-"""White-box L∞/L2 attacks: FGSM, PGD, CW∞ (PGD on the margin loss) and the TRADES KL attack.
+"""The attacks, and nothing else: FGSM, PGD (L∞/L2), CW∞ (PGD on the margin loss), PGD with restarts, the
+straight-through (BPDA) PGD built for CAS, the TRADES KL attack, the AutoAttack wrapper, and the objective and
+projection they share (:func:`attack_objective`, :func:`margin_loss`, :func:`project`).
 
 Every attack takes ``(model, x, y, eps, ...)`` and returns adversarial images with
 ‖x_adv − x‖ ≤ ε and x_adv ∈ [0, 1], in the dtype of ``x``. Images and labels follow the input rule of
@@ -16,12 +18,15 @@ collected with forward hooks on the CAS modules that :func:`cas_edu.cas.find_cas
 straight-through (BPDA) backward pass of :func:`cas_edu.cas.straight_through`, which lets the
 gradient see the mask choice ``W[argmax aux]``; :func:`autoattack` runs pyautoattack, optionally
 through the same straight-through model.
+
+Model facts (device, CAS detection, evaluation mode, auxiliary logits) come from :mod:`cas_edu.models`; the
+input rule from :mod:`cas_edu.validation`. Imports: cas, models, validation; evaluation, training, the
+activation statistics and the presentation modules import from here.
 """
 from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -29,82 +34,27 @@ from torch import nn
 
 from . import cas as cas_lib
 from .cas import DEFAULT_CAS_BETA, unwrap_parallel
-from .validation import (autograd_ready, check_batch_size, check_inputs, check_seed, eval_mode, gradients_on,
-                         model_device, refuse_inference_parameters)
-
-if TYPE_CHECKING:
-    from .models import ModelOutput
+from .models import eval_mode, forward_with_aux, has_cas, model_device, refuse_inference_parameters
+from .models import classifier_details, find_classifier  # deprecated alias (moved to cas_edu.models), kept for one release
+from .validation import autograd_ready, check_batch_size, check_inputs, check_seed, gradients_on
 
 OBJECTIVES = ("ce", "ce+cas")
 NORMS = ("linf", "l2")
 
 
-def has_cas(model: nn.Module) -> bool:
-    """Whether ``model`` carries CAS modules, also inside wrappers (see :func:`cas_edu.cas.find_cas_modules`)."""
-    if not isinstance(model, nn.Module):
-        return bool(getattr(model, "has_cas", False))
-    return bool(cas_lib.find_cas_modules(model))
-
-
-def forward_with_aux(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Main logits (N×K) and the auxiliary logits of every CAS module (a list of N×K, in forward order).
-
-    Uses ``model.forward_details`` when the model has one (our classifiers); otherwise, e.g. for
-    ``nn.Sequential(preprocess, model)``, DDP or ``torch.compile`` wrappers, one plain ``model(x)``
-    call with forward hooks on the CAS modules found inside it. The list is empty without CAS modules.
-    """
-    if callable(getattr(model, "forward_details", None)):
-        details = model.forward_details(x)
-        return details.logits, list(details.aux_logits)
-    modules = cas_lib.find_cas_modules(model)
-    aux: list[torch.Tensor] = []
-    handles = [m.register_forward_hook(lambda _m, _inputs, output: aux.append(output[1])) for m in modules]
-    try:
-        logits = model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return logits, aux
-
-
-def find_classifier(model: nn.Module) -> nn.Module | None:
-    """The cas_edu classifier inside ``model``: ``model`` itself or the first module inside it (looking through
-    wrappers, :func:`cas_edu.cas.modules_through_wrappers`) with a ``forward_details`` method; None without one."""
-    for module in cas_lib.modules_through_wrappers(unwrap_parallel(model)):
-        if callable(getattr(module, "forward_details", None)):
-            return module
-    return None
-
-
-def classifier_details(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, "ModelOutput"]:
-    """``(classifier, details)``: the classifier inside ``model`` (:func:`find_classifier`) and its
-    ``forward_details`` output (logits, auxiliary logits, pre-mask activations by layer) for ``x`` as ``model``
-    feeds it. A wrapper that transforms the input (``nn.Sequential(normalize, model)``) runs once with a hook
-    that records what reaches the classifier, which then runs ``forward_details`` on exactly that. Raises
-    ``ValueError`` when ``model`` holds no such classifier or never calls it."""
-    model = unwrap_parallel(model)
-    if callable(getattr(model, "forward_details", None)):
-        return model, model.forward_details(x)
-    inner = find_classifier(model)
-    if inner is None:
-        raise ValueError(f"{type(model).__name__} holds no cas_edu classifier with named layers (forward_details); "
-                         "pass a model built by cas_edu.models, bare or wrapped.")
-    seen: list[torch.Tensor] = []
-    handle = inner.register_forward_pre_hook(lambda _m, args: seen.append(args[0]) if not seen else None)
-    try:
-        model(x)
-    finally:
-        handle.remove()
-    if not seen:
-        raise ValueError(f"{type(model).__name__}'s forward never called the classifier inside it; pass the classifier.")
-    return inner, inner.forward_details(seen[0])
-
-
 def validate_attack_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float,
                            objective: str = "ce", norm: str = "linf") -> tuple[torch.Tensor, torch.Tensor | None]:
     """Check an attack's arguments and return ``(x, y)`` cast by the input rule of :mod:`cas_edu.validation`
-    (x in the model's dtype, y int64 in [0, K); ``y=None`` is passed through). Raises ``ValueError`` with a
-    plain sentence when an argument cannot be right."""
+    (x in the model's dtype, y int64 in [0, K); ``y=None`` is passed through).
+
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer labels in [0, K) or None; returns x in the model's
+    dtype (same shape) and y (N,) int64 on x's device (or None).
+    Units: ε in pixel units of [0, 1] (L∞ unless norm='l2'); ε ≤ 1 for L∞, any finite ε ≥ 0 for L2.
+    Raises: ``ValueError`` with a plain sentence for an unknown ``norm`` or ``objective``, an ε that is not a
+    finite number in range, images or labels that break the input rule of :mod:`cas_edu.validation`, or
+    ``objective="ce+cas"`` on a model without CAS modules.
+    Source: this package (no paper).
+    """
     if norm not in NORMS:
         raise ValueError(f"Unknown norm {norm!r}; choose one of {', '.join(NORMS)}.")
     if not isinstance(eps, Real) or isinstance(eps, bool) or not (
@@ -154,7 +104,12 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> to
     With the default ``kappa = 0`` this is :math:`-\mathrm{ReLU}(z_y - \max_{j \ne y} z_j)`, the loss of the
     official ``_cw_whitebox`` (Trades/pgd_attack_cifar10_cas.py, github.com/bymavis/CAS_ICLR2021): it
     stops pushing an example once it is misclassified. (The official code sums the logits over the batch
-    before the ReLU; we keep the cap per example.) ``logits`` is N×K, ``y`` holds N labels in [0, K).
+    before the ReLU; we keep the cap per example.)
+
+    Shape: logits (N, K) float; y (N,) int64 in [0, K); returns (N,) in logits' dtype.
+    Raises: nothing of its own (torch's errors for mismatched shapes or labels out of range).
+    Source: Carlini & Wagner 2017 (the margin objective, κ cap); github.com/bymavis/CAS_ICLR2021,
+    Trades/pgd_attack_cifar10_cas.py (``_cw_whitebox``).
     """
     true_logit = logits.gather(1, y[:, None]).squeeze(1)
     wrong_logit = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
@@ -169,7 +124,14 @@ def attack_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objecti
     ``loss="ce"``: :math:`\sum_i [CE(z_i, y_i) + \beta/S \sum_s CE(a_{s,i}, y_i)]`, the official adaptive PGD.
     ``loss="margin"`` (CW∞): :math:`\sum_i [m(z_i, y_i) + \beta/S \sum_s m(a_{s,i}, y_i)]` with
     :func:`margin_loss`'s :math:`m = -\mathrm{ReLU}(z_y - \max_{j\ne y} z_j)`, as the official ``_cw_whitebox``.
-    Works on wrapped models (see :func:`forward_with_aux`).
+    Works on wrapped models (see :func:`cas_edu.models.forward_with_aux`). Arguments are not checked here:
+    any ``objective`` other than ``"ce"`` is read as ``"ce+cas"``, any ``loss`` other than ``"ce"`` as the
+    margin (the attacks check both first).
+    Shape: x (N, C, H, W) in the model's dtype and device; y (N,) int64; returns a scalar (0-dim) tensor.
+    Raises: ``ValueError`` for ``"ce+cas"`` when the forward pass yields no auxiliary logits (no CAS modules).
+    Source: Madry et al. 2018 (CE); for ``"ce+cas"`` the official adaptive attack ``_pgd_whitebox``
+    (github.com/bymavis/CAS_ICLR2021, Trades/pgd_attack_cifar10_cas.py; also Standard_Adv_Training/attack/
+    reg_attack.py), CE(main) + β · mean CE(aux), summed over the batch here.
     """
     if objective == "ce":
         logits, aux = model(x), []
@@ -204,7 +166,15 @@ def _l2_step(x_adv: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str = "linf") -> torch.Tensor:
-    """Project onto the ε-ball around ``x`` intersected with [0, 1]."""
+    """Project onto the ε-ball around ``x`` intersected with [0, 1].
+
+    ``norm="linf"`` clips each pixel to [x − ε, x + ε]; any other ``norm`` is read as L2 and rescales each
+    example's perturbation to length at most ε. The result is then clamped to [0, 1].
+    Shape: x_adv and x of one shape (N, ...), values in [0, 1]; returns that shape in x_adv's dtype.
+    Units: ε in pixel units of [0, 1] (L∞ unless norm='l2').
+    Raises: nothing of its own (torch's errors for mismatched shapes).
+    Source: Madry et al. 2018 (the projection step of PGD).
+    """
     if norm == "linf":
         x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps)
     else:
@@ -299,10 +269,18 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
     ``random_start``: ``True``/``"uniform"`` starts uniformly in the ε-ball (L∞) or ball (L2);
     ``"normal"`` starts at x + 0.001·N(0, 1) projected onto the ball ∩ [0, 1], as the official
     MART+CAS training attack does (MART/mart_reg.py); ``False``/``"none"`` starts at x.
-    ``x``: N×C×H×W images in [0, 1], ``y``: N labels (input rule: :mod:`cas_edu.validation`); ``eps`` in
-    pixel units (L∞ in [0, 1]; L2 any finite ε ≥ 0). Returns adversarial images shaped like ``x``, in its dtype.
-    Raises ``ValueError`` for bad images or labels, ``steps`` < 1, a step size that is not finite and positive,
-    ``x`` on another device than the model, and any other ``random_start``.
+    ``objective="ce"`` ascends CE of the main head; ``"ce+cas"`` adds β · mean CE of the auxiliary heads
+    (:func:`attack_objective`); ``loss="margin"`` swaps CE for :func:`margin_loss` (that is :func:`cw_inf`).
+    The model runs in evaluation mode (:func:`cas_edu.models.eval_mode`); only input gradients are computed.
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer labels in [0, K) (cast to int64); returns x_adv of
+    x's shape in the caller's dtype, with ‖x_adv − x‖ ≤ ε and values in [0, 1].
+    Units: ε and step_size in pixel units of [0, 1] (L∞ unless norm='l2'; L∞ ε in [0, 1], L2 any finite ε ≥ 0).
+    Raises: ``ValueError`` for inputs breaking the rule of :mod:`cas_edu.validation`, missing labels, an ε out
+    of range, ``steps`` < 1, a step size that is not finite and positive, an unknown ``norm``, ``objective``,
+    ``loss`` or ``random_start``, ``"ce+cas"`` on a model without CAS modules, ``x`` on another device than
+    the model, or model parameters made inside ``torch.inference_mode()``.
+    Source: Madry et al. 2018 (PGD); ``objective="ce+cas"`` follows the official adaptive attack
+    ``_pgd_whitebox`` (github.com/bymavis/CAS_ICLR2021, Trades/pgd_attack_cifar10_cas.py).
     """
     start = _start_kind(random_start)
     model = unwrap_parallel(model)
@@ -343,7 +321,17 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, random_start: bool = False,
          objective: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
-    """One signed-gradient step of size ε (from a uniform random start when ``random_start``, as the official evaluation)."""
+    """One signed-gradient step of size ε (from a uniform random start when ``random_start``, as the official evaluation).
+
+    :func:`pgd` with ``steps=1`` and ``step_size=eps``.
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer labels in [0, K); returns x_adv of x's shape in the
+    caller's dtype, within ε of x (L∞) and in [0, 1].
+    Units: ε in pixel units of [0, 1] (L∞).
+    Raises: ``ValueError`` for inputs breaking the rule of :mod:`cas_edu.validation` and the other bad
+    arguments :func:`pgd` refuses.
+    Source: Goodfellow et al. 2015 (FGSM); the official evaluation runs it as ``_pgd_whitebox`` with one step
+    of ε from a random start (github.com/bymavis/CAS_ICLR2021, Trades/pgd_attack_cifar10_cas.py).
+    """
     return pgd(model, x, y, eps, step_size=eps, steps=1, random_start=random_start, objective=objective, beta=beta)
 
 
@@ -357,7 +345,13 @@ def cw_inf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_
     :func:`attack_objective`). Same for models without CAS (the official code has no other CW).
     Departures from the official code: the cap is per example (the official sums logits over the batch
     before the ReLU) and the random start is clipped to [0, 1] before the first gradient.
-    Returns adversarial images shaped like ``x``; raises ``ValueError`` for bad arguments.
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer labels in [0, K); returns x_adv of x's shape in the
+    caller's dtype, within ε of x (L∞) and in [0, 1].
+    Units: ε and step_size in pixel units of [0, 1] (L∞); step_size defaults to 2.5·ε/steps.
+    Raises: ``ValueError`` for inputs breaking the rule of :mod:`cas_edu.validation` and the other bad
+    arguments :func:`pgd` refuses.
+    Source: Carlini & Wagner 2017 (margin loss); github.com/bymavis/CAS_ICLR2021,
+    Trades/pgd_attack_cifar10_cas.py (``_cw_whitebox``).
     """
     return pgd(model, x, y, eps, step_size, steps, random_start, objective, beta, loss="margin")
 
@@ -366,9 +360,16 @@ def trades_kl_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
                      objective: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
     """The TRADES inner maximisation: KL(p(x_adv) ‖ p(x)) from a 0.001·N(0, 1) start (plus the aux-head KLs for ``ce+cas``).
 
-    ``x``: N×C×H×W images in [0, 1] (no labels needed); ``eps`` in pixel units; ``step_size`` finite and
-    positive, ``steps`` ≥ 1. Returns adversarial images shaped like ``x``, in its dtype. Raises ``ValueError``
-    for bad arguments, as :func:`pgd` does.
+    Needs no labels: it pushes the prediction away from the model's own prediction on ``x``.
+    Shape: x (N, C, H, W) float in [0, 1]; returns x_adv of x's shape in the caller's dtype, within ε of x (L∞)
+    and in [0, 1].
+    Units: ε and step_size in pixel units of [0, 1] (L∞).
+    Raises: ``ValueError`` for images breaking the rule of :mod:`cas_edu.validation`, an ε out of [0, 1],
+    ``steps`` < 1, a step size that is not finite and positive, an unknown ``objective``, ``"ce+cas"`` on a
+    model without CAS modules, ``x`` on another device than the model, or parameters made inside
+    ``torch.inference_mode()``.
+    Source: Zhang et al. 2019 (TRADES); github.com/bymavis/CAS_ICLR2021, Trades/trades_reg.py (with the
+    auxiliary-head KLs for ``ce+cas``).
     """
     model = unwrap_parallel(model)
     caller_x = x
@@ -405,9 +406,16 @@ def pgd_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                  beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
     """L∞ :func:`pgd` from ``restarts`` uniform random starts, keeping per example the worst case over restarts:
     the restart with the largest margin (best wrong logit minus true logit) of the model's forward pass, so an
-    example counts as broken when any restart breaks it. Arguments as in :func:`pgd`; ``x``: N×C×H×W in
-    [0, 1], ``eps`` in pixel units. Returns adversarial images shaped like ``x``. Raises ``ValueError`` for
-    bad arguments."""
+    example counts as broken when any restart breaks it. Arguments as in :func:`pgd`.
+
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer labels in [0, K); returns x_adv of x's shape in the
+    caller's dtype, within ε of x (L∞) and in [0, 1].
+    Units: ε and step_size in pixel units of [0, 1] (L∞); step_size defaults to 2.5·ε/steps.
+    Raises: ``ValueError`` for ``restarts`` < 1, inputs breaking the rule of :mod:`cas_edu.validation`, and
+    the other bad arguments :func:`pgd` refuses.
+    Source: Madry et al. 2018 (PGD with random restarts); ``objective="ce+cas"`` as the official adaptive attack
+    (github.com/bymavis/CAS_ICLR2021, Trades/pgd_attack_cifar10_cas.py).
+    """
     _check_steps(restarts, "restarts")
     model = unwrap_parallel(model)
     caller_x = x
@@ -436,8 +444,14 @@ def straight_through_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     softmax-weighted mask where the model uses ``W[argmax aux]`` (Athalye, Carlini & Wagner, ICML 2018,
     BPDA); the forward pass, and so the margin that picks the worst restart per example, is the deployed
     hard-mask model's. ``step_size`` defaults to 2.5·ε/steps; ``objective`` and ``loss`` as in :func:`pgd`
-    (default CE(main) + β · mean CE(aux)). ``x``: N×C×H×W in [0, 1]; ``eps`` in pixel units.
-    Raises ``ValueError`` for bad arguments or a model without CAS modules.
+    (default CE(main) + β · mean CE(aux), the official adaptive attack's objective).
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer labels in [0, K); returns x_adv of x's shape in the
+    caller's dtype, within ε of x (L∞) and in [0, 1].
+    Units: ε and step_size in pixel units of [0, 1] (L∞).
+    Raises: ``ValueError`` for inputs breaking the rule of :mod:`cas_edu.validation`, the other bad arguments
+    :func:`pgd_restarts` refuses, or a model without CAS modules.
+    Source: Athalye et al. 2018 (BPDA, §4.1) for the straight-through backward pass; objective from the
+    official adaptive attack (github.com/bymavis/CAS_ICLR2021, Trades/pgd_attack_cifar10_cas.py).
     """
     model = unwrap_parallel(model)
     validate_attack_inputs(model, x, y, eps, objective)
@@ -460,8 +474,15 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, a
     ``straight_through=True`` the attack runs inside :func:`cas_edu.cas.straight_through`: every
     ``model(x)`` call AutoAttack makes has the same outputs but BPDA gradients through the CAS masks.
     Per-example correctness is ``model(x_adv).argmax(1) == y`` (the forward pass is the deployed model's
-    in either case). Source: Croce & Hein (ICML 2020). Raises ``ValueError`` for bad arguments, or for
-    ``straight_through`` on a model without CAS modules.
+    in either case).
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer labels in [0, K); returns x_adv of x's shape in the
+    caller's dtype on the model's device, within ε of x (L∞) and in [0, 1].
+    Units: ε in pixel units of [0, 1] (L∞).
+    Raises: ``ValueError`` for inputs breaking the rule of :mod:`cas_edu.validation`, missing labels, an ε out
+    of [0, 1], a bad ``batch_size`` or ``seed``, ``straight_through`` on a model without CAS modules, or
+    parameters made inside ``torch.inference_mode()``; ``ImportError`` when pyautoattack is not installed.
+    Source: Croce & Hein 2020 (AutoAttack, via pyautoattack); Athalye et al. 2018 (BPDA) for
+    ``straight_through``.
     """
     from contextlib import nullcontext
     import logging

@@ -1,4 +1,9 @@
-r"""The Channel-wise Activation Suppressing (CAS) module and its loss (Bai et al., ICLR 2021).
+r"""The Channel-wise Activation Suppressing (CAS) module and its loss (Bai et al., ICLR 2021, arXiv 2103.08307).
+
+This module owns :class:`CASModule`, its training loss (:func:`cas_loss`, :func:`auxiliary_loss`), the
+straight-through backward pass (:func:`straight_through`) and the one lookup of CAS modules inside a model
+(:func:`find_cas_modules`, through wrappers: :func:`modules_through_wrappers`, :func:`unwrap_parallel`).
+It imports only :mod:`cas_edu.runtime`; :mod:`cas_edu.models` and everything above import from here.
 
 Given a feature map :math:`f \in \mathbb{R}^{N\times C\times H\times W}` taken after a ReLU,
 CAS pools it to :math:`\bar f \in \mathbb{R}^{N\times C}`, classifies it with an auxiliary
@@ -30,7 +35,15 @@ DEFAULT_CAS_BETA = 2.0
 
 
 class CASModule(nn.Module):
-    """Auxiliary classifier on pooled channels plus the class-weight channel mask it induces."""
+    """Auxiliary classifier on pooled channels plus the class-weight channel mask it induces.
+
+    ``forward(features, y)`` returns ``(masked features, auxiliary logits)``: the features (N, C, H, W) times the
+    weight row of the true class (training) or of the auxiliary prediction (evaluation).
+    Raises: ``ValueError`` when ``channels`` < 1 or ``num_classes`` < 2; ``forward`` raises ``ValueError`` for
+    features not shaped (N, channels, H, W) and for training mode without labels.
+    Source: arXiv 2103.08307 §4 (the CAS module); the official ``CASBlock`` (github.com/bymavis/CAS_ICLR2021,
+    Standard_Adv_Training/models/resnet_cas.py): raw signed weights, no bias in the mask.
+    """
 
     def __init__(self, channels: int, num_classes: int) -> None:
         super().__init__()
@@ -83,7 +96,11 @@ def modules_through_wrappers(model: nn.Module) -> list[nn.Module]:
     """Every module inside ``model`` (``model`` first, then in registration order), each once, looking through
     wrappers: ``nn.Sequential``, DDP and any module that holds the model as ``.module``, and ``torch.compile``'s
     ``OptimizedModule`` (``._orig_mod``), also when such an attribute was set without registering it as a
-    submodule. Raises ``ValueError`` when ``model`` is not an ``nn.Module``."""
+    submodule.
+
+    Raises: ``ValueError`` when ``model`` is not an ``nn.Module``.
+    Source: this package (no paper).
+    """
     if not isinstance(model, nn.Module):
         raise ValueError(f"expected an nn.Module (a model), got {type(model).__name__}.")
     found: list[nn.Module] = []
@@ -109,7 +126,10 @@ def find_cas_modules(model: nn.Module) -> list[CASModule]:
     Looks through wrappers: ``nn.Sequential`` (e.g. preprocessing + model), DDP and any module that
     holds the model as a submodule (``.module``), and ``torch.compile``'s ``OptimizedModule``
     (``._orig_mod``), also when such an attribute was set without registering it as a submodule
-    (:func:`modules_through_wrappers`). Raises ``ValueError`` when ``model`` is not an ``nn.Module``.
+    (:func:`modules_through_wrappers`). This is the package's one CAS-module lookup.
+
+    Raises: ``ValueError`` when ``model`` is not an ``nn.Module``.
+    Source: this package (no paper); the modules are those of arXiv 2103.08307 §4.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"find_cas_modules needs an nn.Module, got {type(model).__name__}.")
@@ -121,7 +141,11 @@ def unwrap_parallel(model: nn.Module) -> nn.Module:
 
     Attacks and evaluation run on it: the same function, bit for bit, without DDP's per-forward buffer
     broadcast (a collective every rank would have to join) or DataParallel's replicas (which would run the
-    CAS hooks once per device)."""
+    CAS hooks once per device).
+
+    Raises: nothing of its own.
+    Source: this package (no paper).
+    """
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module
     return model
@@ -136,7 +160,8 @@ def straight_through(model: nn.Module, enabled: bool = True) -> Iterator[nn.Modu
     gradient attack called inside the block (PGD, CW∞, APGD-CE/T, FAB-T through ``model(x)``) sees how
     moving the auxiliary prediction changes the mask. Only evaluation mode is affected: training masks
     stay the true labels'. The previous setting of each module is restored on exit, also after an error.
-    Raises ``ValueError`` when ``model`` holds no CAS module.
+
+    Raises: ``ValueError`` when ``model`` holds no CAS module (or is not an ``nn.Module``).
     Source: BPDA, Athalye, Carlini & Wagner (ICML 2018), §4.1.
     """
     modules = find_cas_modules(model)
@@ -152,12 +177,26 @@ def cas_loss(
     y: torch.Tensor,
     beta: float = DEFAULT_CAS_BETA,
 ) -> torch.Tensor:
-    r"""The CAS training loss :math:`CE(main) + \beta/S \sum_s CE(aux_s, y)`."""
+    r"""The CAS training loss :math:`CE(main) + \beta/S \sum_s CE(aux_s, y)` (mean over the batch).
+
+    Shape: logits (N, K); aux_logits a list of S tensors (N, K) (may be empty); y (N,) int64 in [0, K);
+    returns a scalar (0-dim) tensor.
+    Raises: nothing of its own (torch's errors for mismatched shapes or labels out of range).
+    Source: arXiv 2103.08307 §4 (the CAS loss averaged over the S modules, weight β); the official
+    Standard_Adv_Training/train.py (github.com/bymavis/CAS_ICLR2021).
+    """
     return F.cross_entropy(logits, y) + auxiliary_loss(aux_logits, y, beta)
 
 
 def auxiliary_loss(aux_logits: list[torch.Tensor], y: torch.Tensor, beta: float = DEFAULT_CAS_BETA) -> torch.Tensor | float:
-    r""":math:`\beta/S \sum_s CE(aux_s, y)`; zero when the model has no CAS modules."""
+    r""":math:`\beta/S \sum_s CE(aux_s, y)`; zero when the model has no CAS modules.
+
+    Shape: aux_logits a list of S tensors (N, K); y (N,) int64 in [0, K); returns a scalar (0-dim) tensor, or the
+    float 0.0 when the list is empty.
+    Raises: nothing of its own (torch's errors for mismatched shapes or labels out of range).
+    Source: arXiv 2103.08307 §4 (the CAS term of the training loss); as the official trainers average the
+    auxiliary CEs (github.com/bymavis/CAS_ICLR2021, Standard_Adv_Training/train.py, Trades/trades_reg.py).
+    """
     if not aux_logits:
         return 0.0
     return beta * torch.stack([F.cross_entropy(a, y) for a in aux_logits]).mean()

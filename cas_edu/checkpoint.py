@@ -1,4 +1,10 @@
-"""Checkpoints: plain dicts of tensors and config, written atomically, read with ``weights_only=True``."""
+"""Checkpoints: plain dicts of tensors and config, written atomically, read with ``weights_only=True``.
+
+This module owns the checkpoint format (:data:`FORMAT`), atomic writes of checkpoints and JSON files
+(:func:`save_checkpoint`, :func:`write_json`), safe reading (:func:`read_checkpoint`, :func:`load_weights`)
+and rebuilding a model from what a checkpoint records (:func:`model_from_payload`, :func:`load_checkpoint`).
+It imports :mod:`cas_edu.models` and :mod:`cas_edu.runtime` (and :mod:`cas_edu.presets` lazily, for the config).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +28,10 @@ TMP_SUFFIX = ".tmp"
 
 class CheckpointWriteError(OSError):
     """A checkpoint or JSON file could not be written (disk full, no permission, a folder in the way): nothing
-    was replaced -- the previous file at that path, if any, is intact -- and no temporary file is left."""
+    was replaced -- the previous file at that path, if any, is intact -- and no temporary file is left.
+
+    Raises: nothing of its own (it is what :func:`save_checkpoint` and :func:`write_json` raise).
+    """
 
 
 def _one_line(err: BaseException) -> str:
@@ -89,20 +98,27 @@ def _atomic_write(path: Path, write, replace: bool = True) -> None:
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` through a temporary file and a rename, so a crash never leaves half a file.
 
-    Raises :class:`CheckpointWriteError` (one sentence; the previous file is intact) when the write fails.
+    Raises: :class:`CheckpointWriteError` (one sentence; the previous file is intact) when the write fails.
     """
     _atomic_write(Path(path), lambda handle: torch.save({"format": FORMAT, **payload}, handle))
 
 
 def write_json(path: str | os.PathLike, data: Any, *, replace: bool = True) -> None:
-    """Write JSON atomically (as :func:`save_checkpoint`); with ``replace=False`` an existing ``path`` raises
-    ``FileExistsError`` instead of being replaced. Raises :class:`CheckpointWriteError` when the write fails."""
+    """Write JSON atomically (as :func:`save_checkpoint`); with ``replace=False`` an existing ``path`` is never
+    replaced.
+
+    Raises: ``FileExistsError`` when ``replace=False`` and ``path`` exists; :class:`CheckpointWriteError` when the
+    write fails; ``TypeError`` for data JSON cannot hold.
+    """
     _atomic_write(Path(path), lambda handle: handle.write(json.dumps(data, indent=2).encode()), replace=replace)
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
     """The file a run folder is loaded from: ``best.pt``, else ``checkpoint.pt``; a file path (or a folder
-    holding neither) is returned unchanged."""
+    holding neither) is returned unchanged.
+
+    Raises: nothing of its own.
+    """
     path = Path(path)
     if path.is_dir():
         for name in ("best.pt", "checkpoint.pt"):
@@ -113,7 +129,11 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict safely (a run folder: :func:`checkpoint_file`); refuse files that need arbitrary
-    pickled code."""
+    pickled code.
+
+    Raises: ``FileNotFoundError`` when there is no checkpoint; ``ValueError`` for a file that needs pickled code,
+    is not a readable PyTorch checkpoint, or has no cas_edu format tag.
+    """
     path = checkpoint_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}; train one with `python -m cas_edu train --out DIR`.")
@@ -160,7 +180,10 @@ def load_weights(model: torch.nn.Module, state: Any, source: str | os.PathLike =
     with one line naming the first mismatches and ``source``, instead of PyTorch's multi-line error or a silent
     cast: missing or unexpected keys, wrong shapes, not a dict of tensors, a tensor of the wrong kind (complex,
     integer or bool weights for floating-point parameters; :func:`_dtype_problem`), or NaN or infinite values
-    (a model with them is damaged, not trained; the first such key is named)."""
+    (a model with them is damaged, not trained; the first such key is named).
+
+    Raises: ``ValueError`` (one line, naming ``source``) for any of those mismatches; ``model`` is unchanged then.
+    """
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise ValueError(f"{source}: model_state is not a dict of named tensors; the checkpoint is damaged.")
@@ -188,9 +211,11 @@ def load_weights(model: torch.nn.Module, state: Any, source: str | os.PathLike =
 
 
 def recorded_config(payload: dict[str, Any], source: str | os.PathLike = "checkpoint"):
-    """The :class:`~cas_edu.presets.TrainConfig` a checkpoint payload records under ``config``. Raises
-    ``ValueError`` naming ``source`` when there is none (never silent defaults: the evaluation budget, the
-    dataset and its split all come from it) or when it is not a valid config."""
+    """The :class:`~cas_edu.presets.TrainConfig` a checkpoint payload records under ``config``.
+
+    Raises: ``ValueError`` naming ``source`` when there is none (never silent defaults: the evaluation budget, the
+    dataset and its split all come from it) or when it is not a valid config.
+    """
     from .presets import TrainConfig
 
     if not isinstance(payload, dict) or "config" not in payload:
@@ -206,8 +231,8 @@ def recorded_config(payload: dict[str, Any], source: str | os.PathLike = "checkp
 def model_from_payload(payload: dict[str, Any], source: str | os.PathLike = "checkpoint") -> CASClassifier:
     """Rebuild the model a checkpoint describes (``model_spec``) and load its weights (``model_state``).
 
-    Raises ``ValueError`` with one line naming ``source`` when the spec is missing or nonsense, or when the weights
-    do not fit the model it describes (:func:`load_weights`).
+    Raises: ``ValueError`` with one line naming ``source`` when the spec is missing or nonsense, or when the
+    weights do not fit the model it describes (:func:`load_weights`).
     """
     spec = payload.get("model_spec") if isinstance(payload, dict) else None
     if spec is None:
@@ -240,14 +265,17 @@ def model_from_payload(payload: dict[str, Any], source: str | os.PathLike = "che
 
 
 def model_spec(name: str, num_classes: int, in_channels: int, model: CASClassifier) -> dict[str, Any]:
-    """The plain description ``model_from_payload`` needs to rebuild ``model``."""
+    """The plain description ``model_from_payload`` needs to rebuild ``model``.
+
+    Raises: nothing of its own.
+    """
     return {"name": name, "num_classes": num_classes, "in_channels": in_channels, "cas_layers": model.cas_layers}
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> CASClassifier:
     """Load a trained model (a run folder or a ``.pt`` file) in eval mode; ``forward(x)`` returns logits.
 
-    Raises ``FileNotFoundError`` when there is no checkpoint, ``ValueError`` (one line) for a file that is not a
+    Raises: ``FileNotFoundError`` when there is no checkpoint, ``ValueError`` (one line) for a file that is not a
     cas_edu checkpoint, needs pickled code, or whose weights do not fit its recorded model, or for a device this
     machine does not have.
     """

@@ -1,5 +1,8 @@
 """Dataset loading for cas_edu: small in-memory image datasets with train / val / test splits.
 
+This module owns the datasets (:func:`load`, :class:`Dataset`, :class:`Split`, :data:`DATASETS`) and where their
+files are found (:func:`default_root`); it imports no other cas_edu module.
+
 Every loader returns a :class:`Dataset` holding three :class:`Split` objects whose images are
 ``float32`` tensors shaped ``N x C x H x W`` with values in ``[0, 1]`` and whose labels are
 ``int64`` tensors. The validation split is always carved out of the training data with a seeded
@@ -77,7 +80,11 @@ _TEST_FRACTION = 0.2
 
 @dataclass
 class Split:
-    """Images ``x`` (float32, N x C x H x W, in [0, 1]) and labels ``y`` (int64, N)."""
+    """Images ``x`` (float32, N x C x H x W, in [0, 1]) and labels ``y`` (int64, N).
+
+    Shape: x (N, C, H, W) float32 in [0, 1]; y (N,) int64 class indices; ``len(split)`` is N.
+    Raises: nothing of its own (the loaders check what they put in).
+    """
 
     x: torch.Tensor
     y: torch.Tensor
@@ -89,7 +96,11 @@ class Split:
 
 @dataclass
 class Dataset:
-    """A named dataset with train / val / test splits and class names."""
+    """A named dataset with train / val / test splits and class names.
+
+    ``input_shape`` is (C, H, W) of one image, ``num_classes`` the number of class names.
+    Raises: nothing of its own.
+    """
 
     name: str
     train: Split
@@ -109,13 +120,19 @@ class Dataset:
 
 
 class DownloadError(OSError):
-    """A dataset download failed (no network, a failed checksum, or the folder could not be written)."""
+    """A dataset download failed (no network, a failed checksum, or the folder could not be written).
+
+    Raised by :func:`load` with ``download=True``; an ``OSError``, with one line naming the cause and the offline fix.
+    Raises: nothing of its own.
+    """
 
 
 def dataset_key(name: str) -> str:
     """The canonical spelling of a dataset name: one of :data:`DATASETS` (case-insensitive, ``-`` or ``_``) or
-    ``npz:PATH`` with PATH kept as given (not lower-cased). Raises ``ValueError`` for anything else; whether
-    the files exist is :func:`load`'s business."""
+    ``npz:PATH`` with PATH kept as given (not lower-cased); whether the files exist is :func:`load`'s business.
+
+    Raises: ``ValueError`` for a non-string, an unknown name, or ``npz:`` without a path.
+    """
     if not isinstance(name, str):
         raise ValueError(f"dataset must be a name such as 'digits' or 'npz:PATH', got {name!r}")
     raw = name.strip()
@@ -141,7 +158,10 @@ def _env_path(var: str) -> Path | None:
 
 
 def default_root() -> Path:
-    """Data root used when ``root`` is None: ``$CAS_EDU_DATA`` if set, else ``~/.cache/cas_edu``."""
+    """Data root used when ``root`` is None: ``$CAS_EDU_DATA`` if set, else ``~/.cache/cas_edu``.
+
+    Raises: nothing of its own.
+    """
     return _env_path("CAS_EDU_DATA") or Path("~/.cache/cas_edu").expanduser()
 
 
@@ -596,8 +616,9 @@ def load(
 
     ``val_fraction`` of the training data (class-stratified, seeded by ``seed``) becomes the val split;
     with ``val_fraction=0`` the val split is empty (0 examples) and train keeps every training image.
-    Raises ``ValueError`` for a fraction outside [0, 1), an unknown name, a ``root`` that is a file, or a corrupt or
-    inconsistent npz file (named in the message); ``FileNotFoundError`` for missing data; :class:`DownloadError`
+    Shape: every split's x is (N, C, H, W) float32 in [0, 1] and y (N,) int64 (see :class:`Split`).
+    Raises: ``ValueError`` for a fraction outside [0, 1), an unknown name, a ``root`` that is a file, or a corrupt
+    or inconsistent npz file (named in the message); ``FileNotFoundError`` for missing data; :class:`DownloadError`
     (an ``OSError``) when ``download=True`` and the download fails.
     """
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0.0 <= float(val_fraction) < 1.0:

@@ -4,6 +4,9 @@ Each process holds the whole (device-resident) training set and draws the same g
 same seeded generator; :meth:`Group.shard` keeps this rank's share. Only the training forward goes
 through DDP; attacks run on the unwrapped model in evaluation mode, so no weight gradients are
 synchronised for them. Rank 0 writes checkpoints and logs.
+
+This module owns the process group (:class:`Group`, :func:`from_environment`, :func:`world_size`) and the
+DDP-wrapped training forward (:func:`training_forward`); it imports :mod:`cas_edu.models` only.
 """
 from __future__ import annotations
 
@@ -21,7 +24,12 @@ from .models import CASClassifier, ModelOutput
 
 @dataclass
 class Group:
-    """This process's place among ``world_size`` training processes (rank 0 of 1 when not distributed)."""
+    """This process's place among ``world_size`` training processes (rank 0 of 1 when not distributed).
+
+    ``shard`` keeps this rank's examples of a global batch, ``global_mean_loss`` weights this rank's loss so DDP's
+    gradient average is the global batch's, ``sum`` all-reduces, ``close`` leaves the process group.
+    Raises: nothing of its own (``sum`` and ``close`` raise what ``torch.distributed`` raises).
+    """
 
     rank: int = 0
     world_size: int = 1
@@ -68,7 +76,10 @@ class Group:
 
 def world_size() -> int:
     """How many training processes there are: the initialised process group's size, else ``torchrun``'s
-    ``WORLD_SIZE`` (1 without either); known before :func:`from_environment` joins the group."""
+    ``WORLD_SIZE`` (1 without either); known before :func:`from_environment` joins the group.
+
+    Raises: ``ValueError`` when ``WORLD_SIZE`` is set but is not an integer.
+    """
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return max(1, int(os.environ.get("WORLD_SIZE", "1")))
@@ -76,7 +87,12 @@ def world_size() -> int:
 
 def from_environment(device: torch.device) -> tuple[Group, torch.device]:
     """Join the process group that ``torchrun`` describes (WORLD_SIZE, RANK, LOCAL_RANK) and pick this
-    rank's device: ``cuda:LOCAL_RANK`` on GPUs (NCCL), the CPU otherwise (gloo)."""
+    rank's device: ``cuda:LOCAL_RANK`` on GPUs (NCCL), the CPU otherwise (gloo).
+
+    Returns ``(Group(), device)`` unchanged when ``WORLD_SIZE`` is 1 or unset.
+    Raises: ``ValueError`` for a device other than CUDA or the CPU when distributed, or for a ``WORLD_SIZE`` /
+    ``LOCAL_RANK`` that is not an integer; what ``torch.distributed.init_process_group`` raises.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Group(), device
@@ -106,7 +122,12 @@ class _DetailsForward(nn.Module):
 def training_forward(model: CASClassifier, group: Group, device: torch.device) -> Callable[..., ModelOutput]:
     """The forward used for the training loss: ``model.forward_details`` itself, or through DDP when
     distributed (on GPUs BatchNorm is synchronised, so N processes normalise over the same global batch
-    as one; gloo on the CPU has no synchronised BatchNorm, so there each process normalises its shard)."""
+    as one; gloo on the CPU has no synchronised BatchNorm, so there each process normalises its shard).
+
+    The returned callable takes ``(x, y)`` and returns a :class:`~cas_edu.models.ModelOutput` (logits and
+    auxiliary logits; no activations when distributed). On GPUs ``model``'s BatchNorm layers are converted in place.
+    Raises: nothing of its own (what DDP raises for a model it cannot wrap).
+    """
     if not group.is_distributed:
         return model.forward_details
     if device.type == "cuda":

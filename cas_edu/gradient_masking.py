@@ -9,7 +9,9 @@ examples. That gap is the signature of gradient masking ("shattered gradients"),
 Pass Differentiable Approximation, Athalye, Carlini & Wagner, ICML 2018, §4.1; input quantisation
 is one of the defences they break), so PGD attacks the model behind it.
 
-This is a lesson in how to *recognise* a broken evaluation, not a defence to use.
+This is a lesson in how to *recognise* a broken evaluation, not a defence to use. The module owns the toy
+defence (:class:`InputQuantization`, :func:`quantized_model`) and its BPDA switch (:func:`bpda`); it imports
+only :mod:`cas_edu.cas` (the wrapper walk) and :mod:`cas_edu.runtime`.
 """
 from __future__ import annotations
 
@@ -28,8 +30,12 @@ class InputQuantization(nn.Module):
 
     Input and output are images of any shape with values in [0, 1] (pixel units). With ``bpda`` set,
     the forward values are the same but the backward pass is the identity (straight-through), so
-    attacks see the gradient of the model behind the quantiser. Raises ``ValueError`` when
-    ``levels < 2``.
+    attacks see the gradient of the model behind the quantiser.
+
+    Shape: forward takes x of any shape, values in [0, 1], and returns x's shape and dtype.
+    Raises: ``ValueError`` when ``levels`` is not a whole number of at least 2.
+    Source: input quantisation as a gradient-masking defence, Athalye, Carlini & Wagner 2018 (§4.1);
+    the BPDA identity backward is theirs.
     """
 
     def __init__(self, levels: int = 2) -> None:
@@ -55,7 +61,10 @@ def quantized_model(model: nn.Module, levels: int = 2) -> nn.Sequential:
     """``model`` behind :class:`InputQuantization`: ``nn.Sequential(InputQuantization(levels), model)``.
 
     Attacks treat the result as a model (``forward(x)`` returns ``model``'s logits, N×K); its
-    gradient is zero almost everywhere. Raises ``ValueError`` when ``levels < 2``.
+    gradient is zero almost everywhere.
+
+    Raises: ``ValueError`` when ``levels`` is not a whole number of at least 2.
+    Source: Athalye, Carlini & Wagner 2018 (shattered gradients of input quantisation); this package's toy.
     """
     return nn.Sequential(InputQuantization(levels), model)
 
@@ -65,7 +74,8 @@ def bpda(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, every :class:`InputQuantization` inside ``model`` back-propagates as the identity.
 
     Forward outputs are unchanged; the previous setting is restored on exit, also after an error.
-    Raises ``ValueError`` when ``model`` holds no :class:`InputQuantization`.
+
+    Raises: ``ValueError`` when ``model`` holds no :class:`InputQuantization` (or is not an ``nn.Module``).
     Source: Athalye, Carlini & Wagner (ICML 2018), "Obfuscated gradients give a false sense of security", §4.1.
     """
     layers = [m for m in modules_through_wrappers(model) if isinstance(m, InputQuantization)]

@@ -1,24 +1,42 @@
-"""Classifiers that can carry CAS modules: a small CNN, the CIFAR ResNet-18 and WRN-34-10.
+"""Models and the facts about them: the classifiers that carry CAS modules, and what the rest of the package
+asks of any model (its device, dtype and number of classes, whether it has CAS modules, evaluation mode, the
+auxiliary logits, the cas_edu classifier inside a wrapper).
 
-Every model's ``forward(x)`` returns main-head logits, so any attack library can use it
-unchanged. ``forward_details(x, y)`` returns a :class:`ModelOutput` with the auxiliary CAS
-logits and the pre-mask activations of every named layer.
+Architectures: :class:`SmallCNN` (digits), :class:`ResNet18` and :class:`WideResNet` (WRN-34-10, CIFAR), all
+:class:`CASClassifier` subclasses built by :func:`build`. Every model's ``forward(x)`` returns main-head logits,
+so any attack library can use it unchanged; ``forward_details(x, y)`` returns a :class:`ModelOutput` with the
+auxiliary CAS logits and the pre-mask activations of every named layer.
+
+Model facts (they take any ``nn.Module``, bare or wrapped in ``nn.Sequential``, DDP, ``DataParallel`` or
+``torch.compile``): :func:`model_device`, :func:`model_dtype`, :func:`num_classes`, :func:`has_cas`,
+:func:`eval_mode`, :func:`refuse_inference_parameters`, :func:`forward_with_aux`, :func:`find_classifier`,
+:func:`classifier_details`. The CAS modules themselves are found by :func:`cas_edu.cas.find_cas_modules`.
+
+Imports: :mod:`cas_edu.cas` only (below it :mod:`cas_edu.runtime`); :mod:`cas_edu.validation` and everything
+above import from here.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cas import CASModule
-
+from .cas import CASModule, find_cas_modules, modules_through_wrappers, unwrap_parallel
 
 @dataclass
 class ModelOutput:
-    """Main logits, one auxiliary logit tensor per CAS module, and pre-mask activations by layer name."""
+    """Main logits, one auxiliary logit tensor per CAS module, and pre-mask activations by layer name.
+
+    Shape: logits (N, K); aux_logits a list of S tensors (N, K), one per CAS module in forward order (empty
+    without CAS); activations maps each named layer to its features before any CAS mask, e.g. (N, C, H, W).
+    Raises: nothing of its own.
+    Source: arXiv 2103.08307 §4 (the auxiliary classifiers of Eq. 1-3); the official models return
+    ``(output, class_wise_output)`` (github.com/bymavis/CAS_ICLR2021, Standard_Adv_Training/models/resnet_cas.py).
+    """
 
     logits: torch.Tensor
     aux_logits: list[torch.Tensor] = field(default_factory=list)
@@ -26,7 +44,13 @@ class ModelOutput:
 
 
 class CASClassifier(nn.Module):
-    """Base class: named layers, optional CAS modules after some of them, a pooled linear head."""
+    """Base class: named layers, optional CAS modules after some of them, a pooled linear head.
+
+    Subclasses build their layers, then call ``_add_cas`` with the channel count of every layer a CAS module
+    may follow; ``forward_details(x, y)`` runs the layers, masking the features of each layer in ``cas``.
+    Raises: ``ValueError`` (from ``_add_cas``) naming a requested CAS layer the architecture does not have.
+    Source: arXiv 2103.08307 §4 (a CAS module after a layer's activations, S modules in all).
+    """
 
     default_cas_layers: tuple[str, ...] = ()
     default_activation_layer: str = ""
@@ -82,6 +106,8 @@ class SmallCNN(CASClassifier):
     """Three conv-BN-ReLU blocks (the last two halve the resolution), global pool, linear head.
 
     Sized for 8×8 digits up to 32×32 CIFAR; CAS defaults to the last block, S = 1.
+    Raises: ``ValueError`` for a CAS layer other than ``block1`` .. ``block3``; ``CASModule``'s ``ValueError`` when CAS layers are asked for with ``num_classes`` < 2.
+    Source: this package (no paper): a small teaching model with the CAS placement of arXiv 2103.08307 §4.
     """
 
     default_cas_layers = ("block3",)
@@ -108,7 +134,11 @@ class SmallCNN(CASClassifier):
 
 
 class BasicBlock(nn.Module):
-    """The ResNet-18 basic block; its output is taken after the final ReLU."""
+    """The ResNet-18 basic block; its output is taken after the final ReLU.
+
+    Raises: nothing of its own.
+    Source: He et al. 2016 (ResNet); as the official ``BasicBlock`` (Standard_Adv_Training/models/resnet_cas.py).
+    """
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -128,7 +158,12 @@ class BasicBlock(nn.Module):
 
 class ResNet18(CASClassifier):
     """CIFAR ResNet-18 (3×3 stem, no max-pool). Layer names ``layer{1..4}_{0,1}``; CAS defaults to both
-    blocks of layer4 (S = 2), so the second block sees the first block's masked output, as officially."""
+    blocks of layer4 (S = 2), so the second block sees the first block's masked output, as officially.
+
+    Raises: ``ValueError`` for an unknown CAS layer; ``CASModule``'s ``ValueError`` when CAS layers are asked for with ``num_classes`` < 2.
+    Source: the official ``ResNet18`` with ``CASBlock`` in layer4 (github.com/bymavis/CAS_ICLR2021,
+    Standard_Adv_Training/models/resnet_cas.py); arXiv 2103.08307 §5.
+    """
 
     default_cas_layers = ("layer4_0", "layer4_1")
     default_activation_layer = "layer4"
@@ -157,7 +192,12 @@ class ResNet18(CASClassifier):
 
 
 class WideBlock(nn.Module):
-    """Pre-activation wide basic block; ``branch_input`` is its BN-ReLU'd input, which CAS may mask."""
+    """Pre-activation wide basic block; ``branch_input`` is its BN-ReLU'd input, which CAS may mask.
+
+    Raises: nothing of its own.
+    Source: Zagoruyko & Komodakis 2016 (wide residual networks), as in Trades/models/wideresnet_cas.py
+    (github.com/bymavis/CAS_ICLR2021).
+    """
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -182,7 +222,13 @@ class WideBlock(nn.Module):
 class WideResNet(CASClassifier):
     """WRN-depth-widen for CIFAR. CAS at ``block{g}_{i}`` masks that block's pre-activated input on the
     residual branch only; CAS at ``final`` masks the last BN-ReLU features before the pool. Default
-    (official, S = 2): ``block3_4`` (640 channels) and ``final``."""
+    (official, S = 2): ``block3_4`` (640 channels) and ``final``.
+
+    Raises: ``ValueError`` when ``depth`` is not 6n + 4 or for an unknown CAS layer; ``CASModule``'s
+    ``ValueError`` when CAS layers are asked for with ``num_classes`` < 2.
+    Source: the official WRN-34-10 with CAS (github.com/bymavis/CAS_ICLR2021, Trades/models/wideresnet_cas.py);
+    arXiv 2103.08307 §5.
+    """
 
     default_cas_layers = ("block3_4", "final")
     default_activation_layer = "final"
@@ -223,7 +269,14 @@ MODELS = ("small_cnn", "resnet18", "wrn34_10")
 def build(name: str, num_classes: int = 10, in_channels: int = 3, cas: bool = False,
           cas_layers: list[str] | None = None) -> CASClassifier:
     """Build a model by name; ``cas=True`` adds CAS modules at the official default places
-    (or at ``cas_layers`` when given)."""
+    (or at ``cas_layers`` when given).
+
+    ``name`` is one of :data:`MODELS` (case-insensitive, ``-`` read as ``_``). The model is in training mode.
+    Raises: ``ValueError`` for an unknown name, ``num_classes`` < 2 or ``in_channels`` < 1, ``cas_layers``
+    without ``cas=True``, or a CAS layer the architecture does not have.
+    Source: the architectures' official CAS placements (see :class:`ResNet18`, :class:`WideResNet`);
+    :class:`SmallCNN` is this package's.
+    """
     key = name.lower().replace("-", "_")
     if key not in MODELS:
         raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(MODELS)}.")
@@ -234,3 +287,180 @@ def build(name: str, num_classes: int = 10, in_channels: int = 3, cas: bool = Fa
     constructor = {"small_cnn": SmallCNN, "resnet18": ResNet18, "wrn34_10": WideResNet}[key]
     layers = list(cas_layers if cas_layers is not None else constructor.default_cas_layers) if cas else []
     return constructor(num_classes=num_classes, in_channels=in_channels, cas_layers=layers)
+
+
+# --------------------------------------------------------------------------- model facts (any nn.Module, bare or wrapped)
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (also inside wrappers); the CPU when it has none.
+
+    The one way the package finds a model's device.
+    Raises: ``ValueError`` when ``model`` is not an ``nn.Module`` (:func:`cas_edu.cas.modules_through_wrappers`).
+    Source: this package (no paper).
+    """
+    for m in modules_through_wrappers(model):
+        for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)):
+            return t.device
+    return torch.device("cpu")
+
+
+def _floating_tensors(model: nn.Module) -> Iterator[torch.Tensor]:
+    for m in modules_through_wrappers(model):
+        for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)):
+            if t.is_floating_point():
+                yield t
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of ``model``'s first floating-point parameter (or buffer, also inside wrappers); None when it
+    has none.
+
+    Raises: ``ValueError`` when ``model`` is not an ``nn.Module``.
+    Source: this package (no paper).
+    """
+    return next((t.dtype for t in _floating_tensors(model)), None)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` and every module inside it (also inside wrappers, :func:`cas_edu.cas.modules_through_wrappers`)
+    in evaluation mode for the block, then give *each* module back its own previous mode, also after an error.
+
+    Restoring each module's flag (not ``model.train(was_training)``, which would overwrite every submodule)
+    keeps set-ups such as frozen BatchNorm layers (eval) inside a model that trains. In evaluation mode
+    BatchNorm uses its running statistics and every CAS module masks with its auxiliary head's prediction.
+    Raises: ``ValueError`` when ``model`` is not an ``nn.Module``; errors inside the block propagate.
+    Source: this package (no paper); the evaluation-mode CAS mask is arXiv 2103.08307 §4.
+    """
+    modules = modules_through_wrappers(model)
+    modes = [(m, m.training) for m in modules]
+    try:
+        model.eval()
+        for m in modules:  # modules held outside _modules (e.g. an unregistered .module) are not reached by eval()
+            if m.training:
+                m.eval()
+        yield model
+    finally:
+        for m, was in modes:
+            m.training = was
+
+
+def num_classes(model: nn.Module, x: torch.Tensor | None = None) -> int | None:
+    """K, the number of classes of ``model``: its ``num_classes`` (also inside wrappers), else the width of the
+    logits of one forward of ``x[:1]`` (eval mode, no gradients); None when neither is available.
+
+    Shape: x (N, ...) as the model takes it (only ``x[:1]`` runs), cast to the model's device and dtype.
+    Raises: ``ValueError`` when ``model`` is not an ``nn.Module``; whatever the model's forward raises for ``x``.
+    Source: this package (no paper).
+    """
+    for m in modules_through_wrappers(unwrap_parallel(model)):
+        k = m.__dict__.get("num_classes")
+        if isinstance(k, int) and not isinstance(k, bool) and k >= 1:
+            return k
+    if x is None or len(x) == 0:
+        return None
+    dtype = model_dtype(model)
+    with torch.no_grad(), eval_mode(model):
+        logits = model(x[:1].to(model_device(model), dtype or x.dtype))
+    return int(logits.shape[-1]) if isinstance(logits, torch.Tensor) and logits.dim() >= 1 else None
+
+
+def refuse_inference_parameters(model: nn.Module) -> None:
+    """Check that input gradients can flow through ``model``: none of its parameters (also inside wrappers) is an
+    inference tensor.
+
+    Raises: ``ValueError`` when ``model``'s parameters were made inside ``torch.inference_mode()`` (no gradient
+    attack can run on it), or when ``model`` is not an ``nn.Module``.
+    Source: this package (no paper).
+    """
+    if any(p.is_inference() for m in modules_through_wrappers(model) for p in m.parameters(recurse=False)):
+        raise ValueError("the model's parameters were created or loaded inside torch.inference_mode(), so no input "
+                         "gradient can flow through them; build or load the model outside inference_mode "
+                         "(calling the attack inside it is fine).")
+
+
+def has_cas(model: nn.Module) -> bool:
+    """Whether ``model`` carries CAS modules, also inside wrappers (see :func:`cas_edu.cas.find_cas_modules`).
+
+    An object that is not an ``nn.Module`` answers by its ``has_cas`` attribute (False without one).
+    Raises: nothing of its own.
+    Source: arXiv 2103.08307 §4 (a model with S ≥ 1 CAS modules).
+    """
+    if not isinstance(model, nn.Module):
+        return bool(getattr(model, "has_cas", False))
+    return bool(find_cas_modules(model))
+
+
+def forward_with_aux(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Main logits and the auxiliary logits of every CAS module, in forward order.
+
+    Uses ``model.forward_details`` when the model has one (our classifiers); otherwise, e.g. for
+    ``nn.Sequential(preprocess, model)``, DDP or ``torch.compile`` wrappers, one plain ``model(x)``
+    call with forward hooks on the CAS modules found inside it. The list is empty without CAS modules.
+    Runs in the model's current mode (wrap it in :func:`eval_mode` for evaluation masks).
+    Shape: x as the model takes it, e.g. (N, C, H, W) in [0, 1]; returns logits (N, K) and a list of S
+    tensors (N, K).
+    Raises: ``ValueError`` when ``model`` is not an ``nn.Module``; whatever the model's forward raises.
+    Source: arXiv 2103.08307 §4 (main and auxiliary outputs); the official ``model(x, y, _eval=True)`` returns
+    the same pair (github.com/bymavis/CAS_ICLR2021, Trades/pgd_attack_cifar10_cas.py).
+    """
+    if callable(getattr(model, "forward_details", None)):
+        details = model.forward_details(x)
+        return details.logits, list(details.aux_logits)
+    modules = find_cas_modules(model)
+    aux: list[torch.Tensor] = []
+    handles = [m.register_forward_hook(lambda _m, _inputs, output: aux.append(output[1])) for m in modules]
+    try:
+        logits = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, aux
+
+
+def find_classifier(model: nn.Module) -> nn.Module | None:
+    """The cas_edu classifier inside ``model``: ``model`` itself or the first module inside it (looking through
+    wrappers, :func:`cas_edu.cas.modules_through_wrappers`) with a ``forward_details`` method; None without one.
+
+    Raises: ``ValueError`` when ``model`` is not an ``nn.Module``.
+    Source: this package (no paper).
+    """
+    for module in modules_through_wrappers(unwrap_parallel(model)):
+        if callable(getattr(module, "forward_details", None)):
+            return module
+    return None
+
+
+def classifier_details(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, ModelOutput]:
+    """``(classifier, details)``: the classifier inside ``model`` (:func:`find_classifier`) and its
+    ``forward_details`` output (logits, auxiliary logits, pre-mask activations by layer) for ``x`` as ``model``
+    feeds it.
+
+    A wrapper that transforms the input (``nn.Sequential(normalize, model)``) runs once with a hook that records
+    what reaches the classifier, which then runs ``forward_details`` on exactly that. Runs in the model's
+    current mode and gradient setting.
+    Shape: x as ``model`` takes it, e.g. (N, C, H, W) in [0, 1]; details as in :class:`ModelOutput`.
+    Raises: ``ValueError`` when ``model`` holds no such classifier or never calls it.
+    Source: this package (no paper); the pre-mask activations are those of arXiv 2103.08307 §3 (Figures 1-2).
+    """
+    model = unwrap_parallel(model)
+    if callable(getattr(model, "forward_details", None)):
+        return model, model.forward_details(x)
+    inner = find_classifier(model)
+    if inner is None:
+        raise ValueError(f"{type(model).__name__} holds no cas_edu classifier with named layers (forward_details); "
+                         "pass a model built by cas_edu.models, bare or wrapped.")
+    seen: list[torch.Tensor] = []
+    handle = inner.register_forward_pre_hook(lambda _m, args: seen.append(args[0]) if not seen else None)
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    if not seen:
+        raise ValueError(f"{type(model).__name__}'s forward never called the classifier inside it; pass the classifier.")
+    return inner, inner.forward_details(seen[0])
+
+
+__all__ = ["MODELS", "BasicBlock", "CASClassifier", "ModelOutput", "ResNet18", "SmallCNN", "WideBlock", "WideResNet",
+           "build", "classifier_details", "eval_mode", "find_classifier", "forward_with_aux", "has_cas",
+           "model_device", "model_dtype", "num_classes", "refuse_inference_parameters"]

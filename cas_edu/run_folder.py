@@ -24,7 +24,8 @@ one training at a time, and the reports of every evaluation under ``RUN/eval/``:
   ``RUN/eval.json`` is still found, as the oldest.
 
 This is its own module because the layout is one concept shared by training, the command line, the
-suite pipeline and the benchmarks; ``checkpoint`` knows single files, ``evaluation`` knows attacks.
+suite pipeline and the benchmarks; ``checkpoint`` knows single files, ``evaluation`` knows attacks. It imports
+:mod:`cas_edu.checkpoint` (and :mod:`cas_edu.evaluation` lazily, to read a report back).
 """
 from __future__ import annotations
 
@@ -58,20 +59,32 @@ STALE_REPORT_TMP_SECONDS = 3600
 
 
 class RunFolderError(ValueError):
-    """A run folder cannot be used as asked (reported by the command line as one line, exit code 2)."""
+    """A run folder cannot be used as asked (reported by the command line as one line, exit code 2).
+
+    Raises: nothing of its own (a ``ValueError`` subclass, raised by this module's checks).
+    """
 
 
 class RunExistsError(RunFolderError):
-    """The folder already holds a run (or its reports) and was not asked to resume or replace it."""
+    """The folder already holds a run (or its reports) and was not asked to resume or replace it.
+
+    Raises: nothing of its own (raised by :func:`check_can_start`).
+    """
 
 
 class RunLockedError(RunFolderError):
-    """Another training holds the run folder's lock."""
+    """Another training holds the run folder's lock.
+
+    Raises: nothing of its own (raised by :func:`locked` and :func:`check_unlocked`).
+    """
 
 
 def is_main_process() -> bool:
     """Whether this process writes run folders: always, except under ``torchrun`` on ranks other than 0
-    (the ``WORLD_SIZE`` / ``RANK`` variables :mod:`cas_edu.distributed` reads; an initialised process group wins)."""
+    (the ``WORLD_SIZE`` / ``RANK`` variables :mod:`cas_edu.distributed` reads; an initialised process group wins).
+
+    Raises: ``ValueError`` when ``WORLD_SIZE`` or ``RANK`` is set but is not an integer.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -80,14 +93,20 @@ def is_main_process() -> bool:
 
 
 def is_temporary(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a temporary file of the atomic writer (``.<name>.<random>.tmp``)."""
+    """Whether ``path`` names a temporary file of the atomic writer (``.<name>.<random>.tmp``).
+
+    Raises: nothing of its own.
+    """
     name = Path(path).name
     return name.startswith(".") and name.endswith(TMP_SUFFIX)
 
 
 def run_contents(folder: str | os.PathLike) -> list[str]:
     """The names of a run's files and reports present in ``folder`` (empty when it holds no run); temporary
-    files (:func:`is_temporary`) left by a killed process do not count."""
+    files (:func:`is_temporary`) left by a killed process do not count.
+
+    Raises: nothing of its own (``OSError`` when ``eval/`` cannot be listed).
+    """
     folder = Path(folder)
     names = [name for name in (*RUN_FILES, LEGACY_REPORT) if (folder / name).is_file()]
     if (folder / REPORTS_DIR).is_dir() and any(not is_temporary(p) for p in (folder / REPORTS_DIR).iterdir()):
@@ -98,7 +117,11 @@ def run_contents(folder: str | os.PathLike) -> list[str]:
 def check_can_start(folder: str | os.PathLike, resume: bool = False, overwrite: bool = False) -> None:
     """Refuse a training start that would lose something: without ``resume`` or ``overwrite`` a folder holding
     a run raises :class:`RunExistsError`; ``resume`` without ``checkpoint.pt`` raises ``FileNotFoundError``;
-    both flags at once raise ``ValueError``. Changes nothing on disk (the lock is :func:`locked`'s job)."""
+    both flags at once raise ``ValueError``. Changes nothing on disk (the lock is :func:`locked`'s job).
+
+    Raises: :class:`RunExistsError`, ``FileNotFoundError`` or ``ValueError`` as above; :class:`RunFolderError` when
+    ``folder`` is a file.
+    """
     folder = Path(folder)
     if resume and overwrite:
         raise ValueError(f"--resume continues the run in {folder} and --overwrite replaces it; pass only one "
@@ -123,7 +146,11 @@ def check_can_start(folder: str | os.PathLike, resume: bool = False, overwrite: 
 def locked(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold ``folder/.lock`` (creating the folder) for the duration of the ``with`` block; raise
     :class:`RunLockedError` at once when another training holds it. Re-entrant within one thread;
-    a holder killed in any way (SIGKILL included) releases it."""
+    a holder killed in any way (SIGKILL included) releases it.
+
+    Raises: :class:`RunLockedError` as above; :class:`RunFolderError` when ``folder`` is a file; ``OSError`` when
+    the folder cannot be created.
+    """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise RunFolderError(f"{folder} is a file, not a run folder; choose another --out.")
@@ -143,7 +170,10 @@ def locked(folder: str | os.PathLike) -> Iterator[Path]:
 def check_unlocked(folder: str | os.PathLike) -> None:
     """Raise :class:`RunLockedError` when another training holds ``folder``'s lock; creates nothing (a folder
     without ``.lock`` is not locked). A check before the work, so that a training that would wait for nothing is
-    refused first; :func:`locked` is what excludes others."""
+    refused first; :func:`locked` is what excludes others.
+
+    Raises: :class:`RunLockedError` as above.
+    """
     path = Path(folder) / LOCK_NAME
     if not path.is_file():
         return
@@ -155,7 +185,10 @@ def remove_temporaries(folder: str | os.PathLike, now: float | None = None) -> l
     """Delete the half-written ``.<name>.<random>.tmp`` files that killed processes left in ``folder``: those of
     the training's own files (:data:`RUN_FILES`), and in ``eval/`` those older than
     :data:`STALE_REPORT_TMP_SECONDS` (``now``: the current ``time.time()``; a younger one may belong to an
-    evaluation writing its report right now). Call it while holding :func:`locked`. Returns what was removed."""
+    evaluation writing its report right now). Call it while holding :func:`locked`. Returns what was removed.
+
+    Raises: ``OSError`` when a run file's temporary cannot be deleted (those in ``eval/`` are skipped instead).
+    """
     folder = Path(folder)
     now = time.time() if now is None else now
     removed = []
@@ -174,14 +207,20 @@ def remove_temporaries(folder: str | os.PathLike, now: float | None = None) -> l
 
 
 def glob_escape(text: str) -> str:
-    """``text`` with glob metacharacters escaped."""
+    """``text`` with glob metacharacters escaped.
+
+    Raises: nothing of its own.
+    """
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def clear_run(folder: str | os.PathLike) -> list[str]:
     """Delete a run before it is replaced (``--overwrite``): its :data:`RUN_FILES`, the reports folder ``eval/``
     and a legacy ``eval.json``; other files in the folder are left alone. Call it while holding :func:`locked`.
-    Returns the names removed."""
+    Returns the names removed.
+
+    Raises: ``OSError`` when a file or ``eval/`` cannot be deleted.
+    """
     folder = Path(folder)
     removed = run_contents(folder)
     for name in (*RUN_FILES, LEGACY_REPORT):
@@ -203,7 +242,10 @@ def _nearest_existing(path: Path) -> Path:
 def write_problem(folder: str | os.PathLike) -> str | None:
     """Why no file can be created in the existing folder ``folder``, in a few words, or None when one can: an
     empty ``.cas_edu-write-check.<random>.tmp`` is created there and deleted at once. Permission bits are not
-    enough: ``root`` passes every ``os.access`` check, also in ``/proc`` or on a read-only file system."""
+    enough: ``root`` passes every ``os.access`` check, also in ``/proc`` or on a read-only file system.
+
+    Raises: nothing of its own (the reason is returned, not raised).
+    """
     try:
         fd, name = tempfile.mkstemp(dir=folder, prefix=".cas_edu-write-check.", suffix=TMP_SUFFIX)
     except OSError as err:
@@ -215,9 +257,12 @@ def write_problem(folder: str | os.PathLike) -> str | None:
 
 
 def check_writable_folder(folder: str | os.PathLike) -> None:
-    """Raise ``ValueError`` unless files can be created in ``folder`` (created if missing; the test file goes
-    to its nearest existing parent then, :func:`write_problem`): checked before an evaluation runs its attacks,
-    so that no report is computed only to be lost."""
+    """Check that files can be created in ``folder`` (created if missing; the test file goes to its nearest
+    existing parent then, :func:`write_problem`): checked before an evaluation runs its attacks, so that no
+    report is computed only to be lost.
+
+    Raises: ``ValueError`` when ``folder`` (or its nearest existing parent) is a file or cannot be written.
+    """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"cannot write reports into {folder}: it is a file, not a folder.")
@@ -230,8 +275,11 @@ def check_writable_folder(folder: str | os.PathLike) -> None:
 
 
 def check_report_destination(path: str | os.PathLike) -> None:
-    """Raise ``ValueError`` when a report cannot be written to ``path`` (``evaluate --output``): it exists
-    (reports are never replaced), is a folder, or its folder cannot be created or written."""
+    """Check that a report can be written to ``path`` (``evaluate --output``).
+
+    Raises: ``ValueError`` when ``path`` exists (reports are never replaced), is a folder, or its folder cannot be
+    created or written.
+    """
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"--output {path} is a folder; name a file, e.g. {path / 'report.json'}.")
@@ -246,15 +294,21 @@ def _report_dict(report: "EvaluationReport | dict[str, Any]") -> dict[str, Any]:
 
 
 def write_report(path: str | os.PathLike, report: "EvaluationReport | dict[str, Any]") -> Path:
-    """Write a report as JSON to ``path`` atomically, never replacing a file (``FileExistsError``); raises
-    :class:`cas_edu.checkpoint.CheckpointWriteError` when the write fails. Returns ``path``."""
+    """Write a report as JSON to ``path`` atomically, never replacing a file. Returns ``path``.
+
+    Raises: ``FileExistsError`` when ``path`` exists; :class:`cas_edu.checkpoint.CheckpointWriteError` when the
+    write fails.
+    """
     path = Path(path)
     write_json(path, _report_dict(report), replace=False)
     return path
 
 
 def report_name(report: "EvaluationReport | dict[str, Any]", when: datetime | None = None) -> str:
-    """``<UTC time>-<attacks>-n<N>.json``, e.g. ``20260130T142501Z-natural+pgd20-n200.json``."""
+    """``<UTC time>-<attacks>-n<N>.json``, e.g. ``20260130T142501Z-natural+pgd20-n200.json``.
+
+    Raises: nothing of its own.
+    """
     data = _report_dict(report)
     when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
     attacks = "+".join(data.get("accuracy", {})) or "none"
@@ -267,7 +321,7 @@ def save_report(run_dir: str | os.PathLike, report: "EvaluationReport | dict[str
     """Keep ``report`` in ``run_dir/eval/`` under :func:`report_name` (``-2``, ``-3`` ... added when the name
     exists; nothing is ever overwritten) and point ``run_dir/eval/latest.json`` at it. Returns the report's path.
 
-    Raises ``ValueError`` when ``run_dir`` cannot hold reports and
+    Raises: ``ValueError`` when ``run_dir`` cannot hold reports and
     :class:`cas_edu.checkpoint.CheckpointWriteError` when a write fails (the earlier reports are intact; when
     only ``latest.json`` failed, the error's ``report_path`` names the report, which was kept).
     """
@@ -304,7 +358,10 @@ def _order(path: Path) -> tuple:
 
 
 def saved_reports(run_dir: str | os.PathLike) -> list[Path]:
-    """Every report kept for ``run_dir``, newest first (a legacy ``eval.json`` last)."""
+    """Every report kept for ``run_dir``, newest first (a legacy ``eval.json`` last).
+
+    Raises: nothing of its own.
+    """
     folder = Path(run_dir) / REPORTS_DIR
     found = sorted((p for p in folder.glob("*.json") if p.name != LATEST and p.is_file()), key=_order, reverse=True) \
         if folder.is_dir() else []
@@ -313,7 +370,10 @@ def saved_reports(run_dir: str | os.PathLike) -> list[Path]:
 
 
 def latest_report_path(run_dir: str | os.PathLike) -> Path | None:
-    """The newest report of ``run_dir``: the one ``eval/latest.json`` names, else the newest kept; None without any."""
+    """The newest report of ``run_dir``: the one ``eval/latest.json`` names, else the newest kept; None without any.
+
+    Raises: nothing of its own (an unreadable ``latest.json`` is ignored).
+    """
     pointer = Path(run_dir) / REPORTS_DIR / LATEST
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         named = Path(run_dir) / REPORTS_DIR / Path(json.loads(pointer.read_text())["report"]).name
@@ -324,7 +384,11 @@ def latest_report_path(run_dir: str | os.PathLike) -> Path | None:
 
 
 def load_report(path: str | os.PathLike) -> "EvaluationReport":
-    """Read a saved report (``EvaluationReport.from_dict``); ``ValueError`` when it is not one."""
+    """Read a saved report (``EvaluationReport.from_dict``).
+
+    Raises: ``ValueError`` when the file is not an evaluation report; ``OSError`` (e.g. ``FileNotFoundError``) when
+    it cannot be read.
+    """
     from .evaluation import EvaluationReport
 
     try:
@@ -334,7 +398,10 @@ def load_report(path: str | os.PathLike) -> "EvaluationReport":
 
 
 def latest_report(run_dir: str | os.PathLike) -> "EvaluationReport | None":
-    """The newest evaluation report of ``run_dir`` (:func:`latest_report_path`), or None when it has none."""
+    """The newest evaluation report of ``run_dir`` (:func:`latest_report_path`), or None when it has none.
+
+    Raises: ``ValueError`` when that file is not an evaluation report (:func:`load_report`).
+    """
     path = latest_report_path(run_dir)
     return load_report(path) if path is not None else None
 

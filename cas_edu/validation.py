@@ -1,5 +1,5 @@
-"""The public boundary: the one check of the images and labels that every public function takes, and the
-caller's model run in evaluation mode with gradients on, its state left as it was found.
+"""The public boundary: the one check of the images, labels, batch sizes and seeds that every public function
+takes, and autograd switched on for attacks whatever the caller's grad mode.
 
 **The input rule** (stated here once; the README's "Failure modes" and the public docstrings refer to it):
 
@@ -19,8 +19,13 @@ Anything else raises ``ValueError`` with a sentence that names the argument and 
 adversarial images in the dtype the caller passed (within ε of the caller's ``x`` in that dtype).
 
 :func:`check_inputs` lives here, not in :mod:`cas_edu.attacks`, because evaluation, the activation and channel
-statistics, the explorers and the training accuracies use it too; :func:`eval_mode` and :func:`gradients_on`
-are the model-state half of the same boundary (re-exported by :mod:`cas_edu.attacks`).
+statistics, the explorers and the training accuracies use it too. The facts it asks of the model (device,
+dtype, number of classes) and the model-state half of the boundary (:func:`cas_edu.models.eval_mode`,
+:func:`cas_edu.models.refuse_inference_parameters`) live in :mod:`cas_edu.models`; :func:`gradients_on` and
+:func:`autograd_ready` stay here.
+
+Imports: :mod:`cas_edu.models` (and through it :mod:`cas_edu.cas`, :mod:`cas_edu.runtime`); everything above
+(attacks, evaluation, training, activations, the CLI) imports from here.
 """
 from __future__ import annotations
 
@@ -32,7 +37,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .cas import modules_through_wrappers, unwrap_parallel
+from .models import model_device, model_dtype, num_classes
+from .models import eval_mode, refuse_inference_parameters  # deprecated alias (moved to cas_edu.models), kept for one release
 
 #: Pointer used in error messages and docstrings.
 RULE = "see cas_edu.validation for the input rule"
@@ -44,8 +50,10 @@ MAX_SEED = 2**63 - 1
 
 def check_whole_number(value: int, name: str, minimum: int = 0, maximum: int | None = None, what: str = "") -> int:
     """``value`` as a Python ``int`` from ``minimum`` to ``maximum`` (no upper bound when None); a Python or numpy
-    integer is accepted, anything else (bool, float, tensor, text) raises ``ValueError`` naming ``name``, with
-    ``what`` (e.g. ``" (examples per batch)"``) after the rule."""
+    integer is accepted, with ``what`` (e.g. ``" (examples per batch)"``) after the rule in the message.
+
+    Raises: ``ValueError`` naming ``name`` for anything else (bool, float, tensor, text) or a value out of range.
+    """
     rule = f"a whole number of at least {minimum}" if maximum is None else \
         f"a whole number from {minimum} to {'2**63 - 1' if maximum == MAX_SEED else maximum}"
     if isinstance(value, bool) or not isinstance(value, Integral):
@@ -57,13 +65,19 @@ def check_whole_number(value: int, name: str, minimum: int = 0, maximum: int | N
 
 def check_batch_size(batch_size: int, name: str = "batch_size") -> int:
     """``batch_size`` as a Python ``int``: a whole number of at least 1 (:func:`check_whole_number`; bool and
-    float are refused). Every public function that takes a batch size calls it."""
+    float are refused). Every public function that takes a batch size calls it.
+
+    Raises: ``ValueError`` naming ``name`` for anything but a whole number ≥ 1.
+    """
     return check_whole_number(batch_size, name, 1, what=" (examples per batch)")
 
 
 def check_seed(seed: int, name: str = "seed") -> int:
     """``seed`` as a Python ``int`` in [0, :data:`MAX_SEED`] (:func:`check_whole_number`); every public function
-    that takes a seed calls it, so a seed torch cannot take is refused before any work."""
+    that takes a seed calls it, so a seed torch cannot take is refused before any work.
+
+    Raises: ``ValueError`` naming ``name`` for anything but a whole number in [0, 2**63 − 1].
+    """
     return check_whole_number(seed, name, 0, MAX_SEED)
 
 
@@ -75,81 +89,23 @@ def _refuse_meta(t: torch.Tensor, name: str) -> None:
 
 
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` and every module inside it (also inside wrappers, :func:`cas_edu.cas.modules_through_wrappers`)
-    in evaluation mode for the block, then give *each* module back its own previous mode, also after an error.
-
-    Restoring each module's flag (not ``model.train(was_training)``, which would overwrite every submodule)
-    keeps set-ups such as frozen BatchNorm layers (eval) inside a model that trains.
-    """
-    modules = modules_through_wrappers(model)
-    modes = [(m, m.training) for m in modules]
-    try:
-        model.eval()
-        for m in modules:  # modules held outside _modules (e.g. an unregistered .module) are not reached by eval()
-            if m.training:
-                m.eval()
-        yield model
-    finally:
-        for m, was in modes:
-            m.training = was
-
-
-@contextmanager
 def gradients_on() -> Iterator[None]:
     """Within the block autograd records, also when the caller is inside ``torch.no_grad()`` or
-    ``torch.inference_mode()``; tensors made inside ``inference_mode`` must pass :func:`autograd_ready`."""
+    ``torch.inference_mode()``; tensors made inside ``inference_mode`` must pass :func:`autograd_ready`.
+
+    Raises: nothing of its own; errors inside the block propagate, the caller's grad mode restored.
+    """
     with torch.inference_mode(False), torch.enable_grad():
         yield
 
 
 def autograd_ready(t: torch.Tensor | None) -> torch.Tensor | None:
-    """``t``, or a normal copy of it when it is an inference tensor (call inside :func:`gradients_on`)."""
+    """``t``, or a normal copy of it when it is an inference tensor (call inside :func:`gradients_on`).
+
+    Shape: any; the result has ``t``'s shape, dtype and device (None stays None).
+    Raises: nothing of its own.
+    """
     return t.clone() if t is not None and t.is_inference() else t
-
-
-def refuse_inference_parameters(model: nn.Module) -> None:
-    """Raise ``ValueError`` when ``model``'s parameters were made inside ``torch.inference_mode()``: no gradient
-    can flow through them, so no gradient attack can run on it."""
-    if any(p.is_inference() for m in modules_through_wrappers(model) for p in m.parameters(recurse=False)):
-        raise ValueError("the model's parameters were created or loaded inside torch.inference_mode(), so no input "
-                         "gradient can flow through them; build or load the model outside inference_mode "
-                         "(calling the attack inside it is fine).")
-
-
-def _floating_tensors(model: nn.Module) -> Iterator[torch.Tensor]:
-    for m in modules_through_wrappers(model):
-        for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)):
-            if t.is_floating_point():
-                yield t
-
-
-def model_dtype(model: nn.Module) -> torch.dtype | None:
-    """The dtype of ``model``'s first floating-point parameter (or buffer); None when it has none."""
-    return next((t.dtype for t in _floating_tensors(model)), None)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter or buffer (also inside wrappers); the CPU when it has none."""
-    for m in modules_through_wrappers(model):
-        for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)):
-            return t.device
-    return torch.device("cpu")
-
-
-def num_classes(model: nn.Module, x: torch.Tensor | None = None) -> int | None:
-    """K, the number of classes of ``model``: its ``num_classes`` (also inside wrappers), else the width of the
-    logits of one forward of ``x[:1]`` (eval mode, no gradients); None when neither is available."""
-    for m in modules_through_wrappers(unwrap_parallel(model)):
-        k = m.__dict__.get("num_classes")
-        if isinstance(k, int) and not isinstance(k, bool) and k >= 1:
-            return k
-    if x is None or len(x) == 0:
-        return None
-    dtype = model_dtype(model)
-    with torch.no_grad(), eval_mode(model):
-        logits = model(x[:1].to(model_device(model), dtype or x.dtype))
-    return int(logits.shape[-1]) if isinstance(logits, torch.Tensor) and logits.dim() >= 1 else None
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -159,8 +115,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def check_images(x: torch.Tensor, dtype: torch.dtype | None = None, name: str = "x") -> torch.Tensor:
     """``x`` checked by the input rule (module docstring) and cast to ``dtype`` (kept when None).
 
-    Raises ``ValueError`` for a non-tensor, a non-floating dtype, fewer than 2 dimensions, NaN or infinite
-    values, or values outside [0, 1].
+    Shape: x (N, C, H, W) (at least 2 dimensions) float in [0, 1]; returns the same shape in ``dtype``.
+    Raises: ``ValueError`` naming ``name`` for a non-tensor, a tensor on the meta device, a non-floating dtype,
+    fewer than 2 dimensions, NaN or infinite values, or values outside [0, 1].
     """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of images shaped N×C×H×W, got {type(x).__name__}; "
@@ -198,7 +155,12 @@ def _range_hint(low: float, high: float) -> str:
 
 def check_labels(y: torch.Tensor, n: int, classes: int | None, name: str = "y") -> torch.Tensor:
     """``y`` checked by the input rule (module docstring) for ``n`` examples and ``classes`` classes (the upper
-    bound is not checked when None), returned as int64. Raises ``ValueError`` naming the shape, dtype or range."""
+    bound is not checked when None), returned as int64.
+
+    Shape: y (n,) of any integer dtype; returns (n,) int64 on y's device.
+    Raises: ``ValueError`` naming ``name`` for a non-tensor, a tensor on the meta device, another shape, a bool,
+    floating-point or complex dtype, or a label outside [0, classes).
+    """
     if not isinstance(y, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of integer labels of shape ({n},), got {type(y).__name__}; "
                          "convert it with torch.as_tensor(...).")
@@ -218,8 +180,14 @@ def check_labels(y: torch.Tensor, n: int, classes: int | None, name: str = "y") 
 def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
                  labels_required: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(x, y)`` checked and cast by the input rule (module docstring) for ``model``: x in the model's dtype,
-    y int64 in [0, K) on x's device. ``y`` may be None only when ``labels_required`` is False. Raises
-    ``ValueError``."""
+    y int64 in [0, K) on x's device. ``y`` may be None only when ``labels_required`` is False.
+
+    K comes from :func:`cas_edu.models.num_classes` (one forward of ``x[:1]`` when the model does not say).
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer; returns x (N, C, H, W) in the model's dtype and
+    y (N,) int64 (or None).
+    Raises: ``ValueError`` for a model on the meta device, images or labels that break the input rule, or
+    missing labels when ``labels_required``.
+    """
     if model_device(model).type == "meta":
         raise ValueError("the model's parameters are on the meta device (shapes without values); load real "
                          "weights first, e.g. model.to_empty(device='cpu') then load_state_dict(...).")
@@ -232,5 +200,4 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = Non
 
 
 __all__ = ["MAX_SEED", "RULE", "autograd_ready", "check_batch_size", "check_images", "check_inputs", "check_labels",
-           "check_seed", "check_whole_number", "eval_mode", "gradients_on",
-           "model_device", "model_dtype", "num_classes", "refuse_inference_parameters"]
+           "check_seed", "check_whole_number", "gradients_on"]

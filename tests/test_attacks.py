@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from torch import nn
 
+from helpers import tiny_cnn
+
 from cas_edu.attacks import attack_objective, cw_inf, fgsm, margin_loss, pgd, trades_kl_attack
-from cas_edu.models import SmallCNN
+from cas_edu.models import SmallCNN, model_device
 
 LINF_ATTACKS = ("fgsm", "pgd", "cw_inf", "trades")
 PROPERTY_SETTINGS = settings(max_examples=25, deadline=None,
@@ -24,19 +26,14 @@ PROPERTY_SETTINGS = settings(max_examples=25, deadline=None,
 
 # --------------------------------------------------------------------------- shared models and helpers
 
-def _small_cnn(cas: bool, seed: int = 0) -> SmallCNN:
-    torch.manual_seed(seed)
-    return SmallCNN(num_classes=10, in_channels=1, widths=(8, 16, 16), cas_layers=["block3"] if cas else None).eval()
-
-
 @pytest.fixture(scope="module")
 def plain_model() -> SmallCNN:
-    return _small_cnn(cas=False)
+    return tiny_cnn()
 
 
 @pytest.fixture(scope="module")
 def cas_model() -> SmallCNN:
-    return _small_cnn(cas=True)
+    return tiny_cnn(cas_layers=["block3"])
 
 
 def _run(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 3,
@@ -203,7 +200,7 @@ def test_l2_pgd_respects_box_and_budget(plain_model, images, eps, steps, random_
 
 def test_l2_pgd_uses_the_budget():
     torch.manual_seed(0)
-    model = _small_cnn(cas=False)
+    model = tiny_cnn()
     x = 0.25 + 0.5 * torch.rand(4, 1, 8, 8)  # far from the box edges: clamping cannot shrink the step
     y = torch.arange(4)
     x_adv = pgd(model, x, y, eps=0.5, steps=10, norm="l2", random_start=False)
@@ -218,7 +215,7 @@ def test_l2_pgd_uses_the_budget():
 @pytest.mark.parametrize("name", LINF_ATTACKS + ("pgd_l2",))
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_attack_restores_mode_and_leaves_parameters_and_bn_statistics_alone(name, start_training, adaptive):
-    model = _small_cnn(cas=adaptive)
+    model = tiny_cnn(cas_layers=["block3"] if adaptive else None)
     # give BatchNorm non-trivial running statistics first, so a change would be visible
     model.train()
     with torch.no_grad():
@@ -244,7 +241,7 @@ def test_attack_restores_mode_and_leaves_parameters_and_bn_statistics_alone(name
 
 
 def test_attack_runs_the_model_in_eval_mode():
-    model = _small_cnn(cas=True).train()
+    model = tiny_cnn(cas_layers=["block3"]).train()
     seen = []
     model.blocks["block1"].register_forward_pre_hook(lambda module, args: seen.append(module.training))
     pgd(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), 0.1, steps=2, objective="ce+cas")
@@ -254,7 +251,7 @@ def test_attack_runs_the_model_in_eval_mode():
 
 
 def test_mode_is_restored_when_the_attack_fails_midway():
-    model = _small_cnn(cas=False).train()
+    model = tiny_cnn().train()
     model.blocks["block1"][1].eval()  # a frozen BatchNorm inside a training model keeps its own mode too
     calls = []
 
@@ -503,17 +500,11 @@ def reference_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """A small CNN trained normally on 8×8 digits (a few seconds), with the test split and PGD-20 results."""
-    from cas_edu import data
-    from cas_edu.presets import make_config
-    from cas_edu.training import train
-
-    dataset = data.load("digits")
-    model, _ = train(make_config("digits", method="standard", epochs=5, device="cpu"), progress=False, dataset=dataset)
-    model.eval()
-    device = next(model.parameters()).device
-    x, y = dataset.test.x.to(device), dataset.test.y.to(device)
+def trained(standard_cnn, digits):
+    """A small CNN trained normally on 8×8 digits (conftest), with the test split and PGD-20 results."""
+    model = standard_cnn
+    device = model_device(model)
+    x, y = digits.test.x.to(device), digits.test.y.to(device)
     torch.manual_seed(0)
     x_pgd = pgd(model, x, y, EPS, step_size=EPS / 4, steps=20)
     return {"model": model, "x": x, "y": y, "natural": _accuracy(model, x, y), "x_pgd": x_pgd,

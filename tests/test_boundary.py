@@ -17,7 +17,7 @@ from torch import nn
 
 from helpers import DDPLike, Unregistered
 
-from cas_edu import activations, attacks, channels, data, evaluation, training, validation, widgets
+from cas_edu import activations, attacks, data, evaluation, models, training, validation, widgets
 from cas_edu.models import SmallCNN, build
 from cas_edu.presets import make_config
 
@@ -38,13 +38,7 @@ def _cnn(seed: int = 0, cas: bool = True) -> SmallCNN:
     return model.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny CPU work runs fastest on one intra-op thread (more only add synchronisation on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +81,8 @@ ENTRIES = {
     "channel_activations": (lambda m, x, y, g: activations.channel_activations(m, x), False, False, True),
     "compare_activations": (lambda m, x, y, g: activations.compare_activations(m, x, y, 0.1, steps=2), True, False,
                             True),
-    "masked_channel_activations": (lambda m, x, y, g: channels.masked_channel_activations(m, x), False, False, True),
-    "channel_data": (lambda m, x, y, g: channels.channel_data(m, x, y, [0.0, 0.1], steps=2), True, False, True),
+    "masked_channel_activations": (lambda m, x, y, g: activations.masked_channel_activations(m, x), False, False, True),
+    "channel_data": (lambda m, x, y, g: activations.channel_data(m, x, y, [0.0, 0.1], steps=2), True, False, True),
     "craft_adversarial": (lambda m, x, y, g: widgets.craft_adversarial(m, x, y, 0.1, "pgd", steps=2), True, False,
                           True),
     "epsilon_view": (lambda m, x, y, g: widgets.epsilon_view(m, x, y, 0.1, "pgd", steps=2), True, True, True),
@@ -236,7 +230,7 @@ def test_nan_images_no_longer_give_nan_adversarial_examples_or_an_accuracy(model
 def test_labels_without_a_num_classes_attribute_are_checked_against_the_logits():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).eval()
     x = torch.rand(2, 1, 8, 8)
-    assert validation.num_classes(model, x) == 3
+    assert models.num_classes(model, x) == 3
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         attacks.pgd(model, x, torch.tensor([0, 3]), 0.1, steps=1)
     assert attacks.pgd(model, x, torch.tensor([0, 2]), 0.1, steps=1).shape == x.shape
@@ -429,8 +423,8 @@ WRAPPED_CALLS = {
     "straight_through_pgd": lambda m, x, y: attacks.straight_through_pgd(m, x, y, 0.1, steps=3, restarts=2),
     "compare_activations": lambda m, x, y: activations.compare_activations(m, x, y, 0.1, steps=3),
     "channel_activations": lambda m, x, y: activations.channel_activations(m, x, layer="block2"),
-    "masked_channel_activations": lambda m, x, y: channels.masked_channel_activations(m, x),
-    "channel_data": lambda m, x, y: channels.channel_data(m, x, y, [0.0, 0.1], steps=3),
+    "masked_channel_activations": lambda m, x, y: activations.masked_channel_activations(m, x),
+    "channel_data": lambda m, x, y: activations.channel_data(m, x, y, [0.0, 0.1], steps=3),
     "activation_view": lambda m, x, y: widgets.activation_view({"m": m}, x, y, 0.1, int(y[0]), "m", steps=3),
 }
 
@@ -460,7 +454,7 @@ def test_wrapped_cas_models_keep_the_adaptive_attack(model, batch, kind, request
     assert report.has_cas and set(report.accuracy["pgd20"]) == {"ce", "ce+cas"}
     assert set(report.accuracy["pgd-st"]) == {"ce+cas"}
     assert activations.default_objective(wrapped) == "ce+cas"
-    assert channels.cas_layer(wrapped) == "block2"
+    assert activations.cas_layer(wrapped) == "block2"
     # the adaptive objective really differs from the main head's here, so a lost CAS lookup would show
     torch.manual_seed(0)
     adaptive = attacks.pgd(wrapped, x, y, 0.1, steps=3, objective="ce+cas")
@@ -496,7 +490,7 @@ def test_a_wrapper_without_a_cas_edu_classifier_gets_a_clear_error(batch):
     with pytest.raises(ValueError, match="classifier"):
         activations.channel_activations(plain, x)
     with pytest.raises(ValueError, match="classifier"):
-        channels.channel_data(plain, x, torch.zeros(N, dtype=torch.long), [0.0])
+        activations.channel_data(plain, x, torch.zeros(N, dtype=torch.long), [0.0])
 
 
 # --------------------------------------------------------------------------- §2: module state
@@ -685,8 +679,8 @@ BATCHED = {  # every public function that takes a batch size, called with it
     "autoattack": lambda m, x, y, b: attacks.autoattack(m, x, y, 0.1, attacks=["apgd-ce"], batch_size=b),
     "channel_activations": lambda m, x, y, b: activations.channel_activations(m, x, batch_size=b),
     "compare_activations": lambda m, x, y, b: activations.compare_activations(m, x, y, 0.1, steps=1, batch_size=b),
-    "masked_channel_activations": lambda m, x, y, b: channels.masked_channel_activations(m, x, batch_size=b),
-    "channel_data": lambda m, x, y, b: channels.channel_data(m, x, y, [0.0], steps=1, batch_size=b),
+    "masked_channel_activations": lambda m, x, y, b: activations.masked_channel_activations(m, x, batch_size=b),
+    "channel_data": lambda m, x, y, b: activations.channel_data(m, x, y, [0.0], steps=1, batch_size=b),
 }
 
 
@@ -706,7 +700,7 @@ def test_a_numpy_batch_size_is_a_whole_number_too(model, batch):
 SEEDED = {  # every public function that takes a seed, called with it
     "evaluate": lambda m, x, y, s: evaluation.evaluate(m, x, y, 0.1, attacks=["natural"], seed=s),
     "balanced_indices": lambda m, x, y, s: evaluation.balanced_indices(y, 2, seed=s),
-    "channel_data": lambda m, x, y, s: channels.channel_data(m, x, y, [0.0], steps=1, seed=s),
+    "channel_data": lambda m, x, y, s: activations.channel_data(m, x, y, [0.0], steps=1, seed=s),
     "craft_adversarial": lambda m, x, y, s: widgets.craft_adversarial(m, x, y, 0.1, attack="pgd", steps=1, seed=s),
     "seed_everything": lambda m, x, y, s: __import__("cas_edu.runtime").runtime.seed_everything(s),
     "config": lambda m, x, y, s: make_config("digits", seed=s),

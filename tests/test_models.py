@@ -318,3 +318,80 @@ def test_wrn_block_names_and_shortcuts(models):
         assert model.blocks[f"block{g}_0"].shortcut is not None
         assert all(model.blocks[f"block{g}_{i}"].shortcut is None for i in range(1, 5))
     assert model.fc.in_features == 640
+
+
+# --------------------------------------------------------------------------- model facts (cas_edu.models owns them)
+
+def _wrappers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    from helpers import DDPLike, Unregistered
+
+    return [model, torch.nn.Sequential(torch.nn.Identity(), model), DDPLike(model), Unregistered(model)]
+
+
+def test_model_facts_look_through_wrappers():
+    from cas_edu.models import has_cas, model_device, model_dtype, num_classes
+
+    on_meta = SmallCNN(num_classes=7, in_channels=1, widths=(4, 4, 4), cas_layers=["block3"]).to("meta")
+    for wrapped in _wrappers(on_meta):
+        assert model_device(wrapped).type == "meta"  # the CPU is only the answer for a model without tensors
+        assert model_dtype(wrapped) == torch.float32
+        assert num_classes(wrapped) == 7
+        assert has_cas(wrapped)
+    for wrapped in _wrappers(SmallCNN(num_classes=3, in_channels=1, widths=(4, 4, 4)).double()):
+        assert model_dtype(wrapped) == torch.float64 and not has_cas(wrapped)
+    assert model_device(torch.nn.Flatten()) == torch.device("cpu") and model_dtype(torch.nn.Flatten()) is None
+
+
+def test_classifier_details_runs_the_classifier_on_what_the_wrapper_feeds_it():
+    from cas_edu.models import classifier_details, find_classifier, forward_with_aux
+
+    class Halve(torch.nn.Module):
+        def forward(self, x):
+            return x / 2
+
+    torch.manual_seed(0)
+    inner = SmallCNN(num_classes=10, in_channels=1, widths=(4, 8, 8), cas_layers=["block2", "block3"]).eval()
+    wrapped = torch.nn.Sequential(Halve(), inner)
+    x = _images("small_cnn", n=3, seed=1)
+    assert find_classifier(wrapped) is inner and find_classifier(torch.nn.Flatten()) is None
+    with torch.no_grad():
+        found, details = classifier_details(wrapped, x)
+        expected = inner.forward_details(x / 2)
+        logits, aux = forward_with_aux(wrapped, x)
+    assert found is inner
+    torch.testing.assert_close(details.logits, expected.logits)
+    torch.testing.assert_close(details.activations["block1"], expected.activations["block1"])
+    torch.testing.assert_close(logits, expected.logits)
+    assert len(aux) == 2 and all(torch.equal(a, b) for a, b in zip(aux, expected.aux_logits))
+    with pytest.raises(ValueError, match="no cas_edu classifier"):
+        classifier_details(torch.nn.Flatten(), x)
+
+
+def test_moved_model_facts_stay_importable_from_their_old_modules():
+    from cas_edu import attacks, models, validation
+
+    for name in ("has_cas", "forward_with_aux", "find_classifier", "classifier_details"):
+        assert getattr(attacks, name) is getattr(models, name), name
+    for name in ("eval_mode", "model_device", "model_dtype", "num_classes", "refuse_inference_parameters"):
+        assert getattr(validation, name) is getattr(models, name), name
+        assert getattr(models, name).__module__ == "cas_edu.models"
+
+
+def test_the_core_modules_import_only_downwards():
+    import ast
+    from pathlib import Path
+
+    import cas_edu
+
+    rank = {"runtime": 0, "cas": 1, "models": 2, "validation": 3}
+    for name in ("cas", "models", "validation"):
+        level = rank[name]
+        tree = ast.parse((Path(cas_edu.__file__).parent / f"{name}.py").read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                imported |= {node.module} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cas_edu"):
+                imported.add(node.module.split(".")[1] if "." in node.module else node.names[0].name)
+        upward = {m for m in imported if rank.get(m, 99) >= level}
+        assert not upward, f"cas_edu.{name} imports {upward}, which are not below it"

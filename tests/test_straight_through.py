@@ -1,5 +1,5 @@
 """Tests for the straight-through (BPDA) CAS attack: cas.straight_through, cas.find_cas_modules,
-attacks.forward_with_aux on wrapped models, attacks.straight_through_pgd and attacks.autoattack.
+models.forward_with_aux on wrapped models, attacks.straight_through_pgd and attacks.autoattack.
 
 The exact tests use a tiny CAS module with the soft mask written out by hand; the strength tests use a
 digits PGD-AT+CAS small CNN trained once for the module (fast preset) and 200 test digits."""
@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import DDPLike, Unregistered
+from helpers import DDPLike, Unregistered, tiny_cnn
 
-from cas_edu import attacks, cas
+from cas_edu import attacks, cas, models
 from cas_edu.cas import CASModule, find_cas_modules, straight_through
 from cas_edu.models import SmallCNN
 
@@ -126,11 +126,6 @@ def test_straight_through_on_a_model_without_cas_raises_value_error():
 
 # --------------------------------------------------------------------------- (b) finding CAS modules in wrappers
 
-def _cas_cnn(seed: int = 0) -> SmallCNN:
-    torch.manual_seed(seed)
-    return SmallCNN(num_classes=10, in_channels=1, widths=(8, 16, 16), cas_layers=["block2", "block3"]).eval()
-
-
 WRAPPERS = {
     "bare": lambda m: m,
     "sequential": lambda m: nn.Sequential(nn.Identity(), m),
@@ -142,23 +137,23 @@ WRAPPERS = {
 
 @pytest.mark.parametrize("wrap", list(WRAPPERS))
 def test_find_cas_modules_looks_inside_wrappers(wrap):
-    model = _cas_cnn()
+    model = tiny_cnn(cas_layers=["block2", "block3"])
     wrapped = WRAPPERS[wrap](model)
     found = find_cas_modules(wrapped)
     assert [id(m) for m in found] == [id(model.cas["block2"]), id(model.cas["block3"])]
-    assert attacks.has_cas(wrapped)
-    assert not attacks.has_cas(WRAPPERS[wrap](SmallCNN(num_classes=10, in_channels=1, widths=(8, 16, 16))))
+    assert models.has_cas(wrapped)
+    assert not models.has_cas(WRAPPERS[wrap](SmallCNN(num_classes=10, in_channels=1, widths=(8, 16, 16))))
 
 
 @pytest.mark.parametrize("wrap", [w for w in WRAPPERS if w != "bare"])
 def test_adaptive_objective_and_straight_through_work_on_wrapped_models(wrap):
-    model = _cas_cnn()
+    model = tiny_cnn(cas_layers=["block2", "block3"])
     wrapped = WRAPPERS[wrap](model)
     x, y = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(3)), torch.arange(8)
     for loss in ("ce", "margin"):
         assert torch.equal(attacks.attack_objective(wrapped, x, y, "ce+cas", loss),
                            attacks.attack_objective(model, x, y, "ce+cas", loss))
-    logits, aux = attacks.forward_with_aux(wrapped, x)
+    logits, aux = models.forward_with_aux(wrapped, x)
     details = model.forward_details(x)
     assert torch.equal(logits, details.logits) and len(aux) == 2
     assert all(torch.equal(a, b) for a, b in zip(aux, details.aux_logits))
@@ -173,7 +168,7 @@ def test_adaptive_objective_and_straight_through_work_on_wrapped_models(wrap):
 
 
 def test_find_cas_modules_inside_torch_compile():
-    model = _cas_cnn()
+    model = tiny_cnn(cas_layers=["block2", "block3"])
     try:
         compiled = torch.compile(model, backend="eager")
     except Exception as error:  # pragma: no cover - depends on the platform's torch build
