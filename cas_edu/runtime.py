@@ -1,7 +1,11 @@
-"""Device selection and seeding: the only process-wide state the library touches."""
+"""The process-wide state the library touches, in one place: devices (:func:`resolve_device`), seeding
+(:func:`seed_everything`, the forked :func:`seeded` block, :func:`rng_state` / :func:`restore_rng` for resume),
+bf16 autocast and channels-last, module flags (:func:`flag_set`), ``torch.compile`` (:func:`compile_blocks`)
+and whether to draw progress bars (:func:`show_progress`). Imports torch only."""
 from __future__ import annotations
 
 import random
+import sys
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -16,7 +20,9 @@ def device_name(device: str | torch.device) -> str:
     """Check how a device is spelled, without asking whether this machine has it; return it normalised.
 
     Accepts ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (any case, surrounding spaces ignored) or a
-    ``torch.device`` of those types. Raises ``ValueError`` for anything else (``"gpu"``, ``"cuda:x"``, ``"meta"``).
+    ``torch.device`` of those types.
+
+    Raises: ValueError for anything else (``"gpu"``, ``"cuda:x"``, ``"meta"``).
     """
     if isinstance(device, torch.device):
         parsed = device
@@ -38,7 +44,7 @@ def device_name(device: str | torch.device) -> str:
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """The ``torch.device`` to run on: ``"auto"`` picks CUDA, then MPS, then CPU; anything else must exist here.
 
-    Raises ``ValueError`` (one sentence) for an unknown spelling (:func:`device_name`), for ``cuda`` / ``mps``
+    Raises: ValueError (one sentence) for an unknown spelling (:func:`device_name`), for ``cuda`` / ``mps``
     on a machine without it, and for a CUDA index this machine does not have (``cuda:7`` on one GPU).
     """
     name = device_name(device)
@@ -67,13 +73,83 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's and PyTorch's generators (all devices) so a run can be repeated; ``seed`` is a whole number
-    in [0, 2**63 - 1] (``ValueError`` otherwise, :func:`cas_edu.validation.check_seed`)."""
+    """Seed Python's and PyTorch's generators (all devices) so a run can be repeated.
+
+    Raises: ValueError unless ``seed`` is a whole number in [0, 2**63 - 1] (:func:`cas_edu.validation.check_seed`).
+    """
     from .validation import check_seed  # here, not at the top: validation imports cas, which imports runtime
 
     seed = check_seed(seed)
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def seeded(seed: int, device: str | torch.device | None = None) -> Iterator[None]:
+    """Within the block, PyTorch draws random numbers from ``torch.manual_seed(seed)``; afterwards the caller's
+    generators are exactly as they were.
+
+    The CPU generator is always forked; the generator of ``device`` too when it is a CUDA device (the random
+    starts of attacks on a GPU draw from it). Python's ``random`` and NumPy are not touched. ``seed`` is passed
+    to ``torch.manual_seed`` as given: callers check it first (:func:`cas_edu.validation.check_seed`).
+
+    Raises: nothing of its own (``torch.manual_seed`` rejects a seed outside its range with RuntimeError).
+    """
+    device = torch.device(device) if device is not None else None
+    with torch.random.fork_rng(devices=[device] if device is not None and device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """Everything a resumed run needs to draw the same random numbers: PyTorch's CPU generator (and every CUDA
+    generator when CUDA is available), Python's ``random`` and ``generator`` (the trainer's data generator).
+
+    Stored in ``checkpoint.pt`` as plain tensors and tuples; :func:`restore_rng` puts it back.
+    Raises: nothing of its own.
+    """
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, generator: torch.Generator) -> None:
+    """Put back the generators saved by :func:`rng_state` (``generator`` is set in place); the CUDA states are
+    restored when both the saved state and this machine have them.
+
+    Raises: KeyError for a ``state`` that lacks the CPU, Python or data entry; PyTorch's RuntimeError for a
+    state of another generator kind.
+    """
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def show_progress(progress: bool | None) -> bool:
+    """Whether to draw progress bars: ``progress`` when given, else when someone watches (stderr is a terminal,
+    or the code runs in a Jupyter kernel).
+
+    Raises: nothing of its own.
+    """
+    if progress is not None:
+        return progress
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+def compile_blocks(model: torch.nn.Module) -> None:
+    """``torch.compile`` each block's forward in place (the model's ``stem``, every module of ``blocks`` and
+    ``fc``, as :class:`cas_edu.models.CASClassifier` names them); CAS modules, losses and the attacks' input
+    gradients stay outside the compiled regions (a block is recompiled once per train/eval mode).
+
+    Raises: AttributeError for a model without ``blocks`` and ``fc``.
+    """
+    for module in [getattr(model, "stem", None), *model.blocks.values(), model.fc]:
+        if module is not None:
+            module.compile()
 
 
 #: ``amp``: bf16 autocast never ("off", the default: fp32 as the official code), everywhere ("bf16"), on
@@ -85,17 +161,27 @@ CHANNELS_LAST_MODES = ("auto", "on", "off")
 
 
 def uses_bf16(amp: str, device: torch.device) -> bool:
-    """Whether the ``amp`` setting turns bf16 autocast on for ``device``."""
+    """Whether the ``amp`` setting (:data:`AMP_MODES`) turns bf16 autocast on for ``device``.
+
+    Raises: nothing of its own (an unknown setting answers False; :class:`cas_edu.presets.TrainConfig` checks it).
+    """
     return amp == "bf16" or (amp == "auto" and device.type == "cuda")
 
 
 def autocast(amp: str, device: torch.device) -> torch.autocast:
-    """The autocast context for ``amp`` on ``device`` (disabled unless bf16 applies)."""
+    """The autocast context for ``amp`` on ``device`` (disabled unless bf16 applies, :func:`uses_bf16`).
+
+    Raises: nothing of its own.
+    """
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(amp, device))
 
 
 def memory_format(channels_last: str, device: torch.device) -> torch.memory_format:
-    """``torch.channels_last`` when the setting asks for it on this device, else contiguous."""
+    """``torch.channels_last`` when the ``channels_last`` setting (:data:`CHANNELS_LAST_MODES`) asks for it on
+    this device, else ``torch.contiguous_format``.
+
+    Raises: nothing of its own.
+    """
     use = channels_last == "on" or (channels_last == "auto" and device.type == "cuda")
     return torch.channels_last if use else torch.contiguous_format
 
@@ -103,7 +189,10 @@ def memory_format(channels_last: str, device: torch.device) -> torch.memory_form
 @contextmanager
 def flag_set(modules: Sequence[torch.nn.Module], name: str, value: bool) -> Iterator[None]:
     """Within the block, attribute ``name`` of every module in ``modules`` is ``value``; each module's previous
-    value is restored on exit, also after an error."""
+    value is restored on exit, also after an error.
+
+    Raises: AttributeError when a module has no attribute ``name`` (before anything is changed).
+    """
     previous = [getattr(m, name) for m in modules]
     for m in modules:
         setattr(m, name, value)

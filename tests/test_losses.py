@@ -13,10 +13,11 @@ import copy
 import pytest
 import torch
 
-from cas_edu import attacks
+from cas_edu import attacks, losses, training
 from cas_edu.models import SmallCNN
 from cas_edu.presets import make_config
-from cas_edu.training import method_loss, mart_loss, trades_loss, training_attack, training_loss
+from cas_edu.losses import mart_loss, trades_loss
+from cas_edu.training import method_loss, training_attack, training_loss
 
 EPS = 0.1
 BETA = {"trades": 4.0, "mart": 5.0}  # the official TRADES 1/λ and MART β
@@ -234,3 +235,50 @@ def test_a_model_with_huge_logit_gaps_gets_finite_weight_gradients(batch, method
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# --------------------------------------------------------------------------- cas_edu.losses, function by function
+
+
+def test_cross_entropy_loss_is_the_official_pgd_at_loss(batch):
+    """Standard_Adv_Training/train.py: CE(main) + β_c · mean over heads of CE(aux), also without heads."""
+    x, x_adv, y = batch
+    for cas in (True, False):
+        model = small_model(cas)
+        model.train()
+        adv = model.forward_details(x_adv, y)
+        torch.testing.assert_close(losses.cross_entropy_loss(adv.logits, y, adv.aux_logits, CAS_BETA),
+                                   official_pgd_at(adv, y, CAS_BETA), rtol=1e-6, atol=1e-6)
+
+
+def test_cross_entropy_loss_widens_bf16_logits():
+    g = torch.Generator().manual_seed(0)
+    logits, aux = torch.randn(6, 10, generator=g), [torch.randn(6, 10, generator=g)]
+    y = torch.arange(6)
+    half = losses.cross_entropy_loss(logits.bfloat16(), y, [a.bfloat16() for a in aux], CAS_BETA)
+    assert half.dtype == torch.float32
+    expected = losses.cross_entropy_loss(logits.bfloat16().float(), y, [a.bfloat16().float() for a in aux], CAS_BETA)
+    assert torch.equal(half, expected)
+
+
+def test_kl_per_example_is_each_rows_kl_divergence():
+    g = torch.Generator().manual_seed(1)
+    natural, adversarial = torch.randn(5, 10, generator=g), torch.randn(5, 10, generator=g)
+    kl = losses.kl_per_example(natural, adversarial)
+    assert kl.shape == (5,)
+    torch.testing.assert_close(kl, kl_rows(adversarial, torch.softmax(natural, dim=1)), rtol=1e-5, atol=1e-6)
+    assert torch.all(losses.kl_per_example(natural, natural).abs() < 1e-6)
+
+
+@pytest.mark.parametrize("loss_fn", [losses.trades_loss, losses.mart_loss], ids=["trades", "mart"])
+def test_losses_refuse_different_numbers_of_heads(loss_fn):
+    logits, y = torch.randn(4, 10), torch.arange(4)
+    with pytest.raises(ValueError, match="auxiliary"):
+        loss_fn(logits, logits, y, 1.0, [logits, logits], [logits], CAS_BETA)
+
+
+def test_the_old_training_names_still_reach_the_losses():
+    """Deprecated aliases, kept for one release: notebook 04 and the README name training.trades_loss."""
+    assert training.trades_loss is losses.trades_loss and training.mart_loss is losses.mart_loss
+    assert training.kl_per_example is losses.kl_per_example
+    assert training.boosted_cross_entropy is losses.boosted_cross_entropy

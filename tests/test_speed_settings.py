@@ -10,14 +10,12 @@ from cas_edu.models import build
 from cas_edu.presets import make_config
 from cas_edu.runtime import autocast, memory_format, uses_bf16
 from cas_edu.training import train
-from helpers import one_training_step
+from helpers import one_training_step, subset
 
 
 @pytest.fixture(scope="module")
-def small() -> data.Dataset:
-    ds = data.load("digits")
-    return data.Dataset(ds.name, data.Split(ds.train.x[:128], ds.train.y[:128]),
-                        data.Split(ds.val.x[:16], ds.val.y[:16]), ds.test, ds.classes)
+def small(digits) -> data.Dataset:
+    return subset(digits, 128)
 
 
 def config(**overrides):

@@ -15,30 +15,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import subset, tiny_config
+
 from cas_edu import attacks, data, training
 from cas_edu.checkpoint import read_checkpoint
 from cas_edu.presets import OFFICIAL, make_config
-from cas_edu.training import NonFiniteLossError, learning_rate_factor, mart_loss, random_crop_flip, train
+from cas_edu.losses import mart_loss
+from cas_edu.training import NonFiniteLossError, learning_rate_factor, random_crop_flip, train
 
 REPO = Path(__file__).resolve().parents[1]
 HISTORY_KEYS = {"epoch", "lr", "train_loss", "train_accuracy", "val_natural_accuracy", "val_robust_accuracy", "seconds"}
-
-
-@pytest.fixture(scope="module")
-def digits() -> data.Dataset:
-    return data.load("digits")
-
-
-def subset(dataset: data.Dataset, n_train: int, n_val: int = 32) -> data.Dataset:
-    """The same dataset with only the first examples of train and val (test untouched)."""
-    return data.Dataset(dataset.name, data.Split(dataset.train.x[:n_train], dataset.train.y[:n_train]),
-                        data.Split(dataset.val.x[:n_val], dataset.val.y[:n_val]), dataset.test, dataset.classes)
-
-
-def tiny_config(method: str = "pgd_at", cas: bool = False, **overrides):
-    values = dict(epochs=1, device="cpu", val_examples=16, attack_steps=1, val_attack_steps=1, batch_size=64)
-    values.update(overrides)
-    return make_config("digits", method=method, cas=cas, **values)
 
 
 def state_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -62,19 +48,22 @@ def without_seconds(history: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("method", ["standard", "pgd_at", "trades", "mart"])
 def test_each_method_trains_one_epoch_and_reports_history(digits, method, cas):
     config = tiny_config(method, cas)
-    model, history = train(config, dataset=subset(digits, 96, 16), progress=False)
+    small = subset(digits, 96, 16)
+    started = time.perf_counter()
+    model, history = train(config, dataset=small, progress=False)
+    elapsed = time.perf_counter() - started
     assert len(history) == 1
     record = history[0]
     assert set(record) == HISTORY_KEYS
     assert record["epoch"] == 1
     assert math.isfinite(record["train_loss"]) and record["train_loss"] > 0
     assert 0.0 <= record["train_accuracy"] <= 1.0
-    assert 0.0 <= record["val_natural_accuracy"] <= 1.0
+    assert record["val_natural_accuracy"] == training.accuracy(model, small.val.x, small.val.y)  # one epoch: best = last
     if method == "standard":
         assert record["val_robust_accuracy"] is None
     else:
         assert 0.0 <= record["val_robust_accuracy"] <= 1.0
-    assert record["seconds"] >= 0
+    assert 0 < record["seconds"] <= elapsed  # the epoch's own wall time, in seconds
     assert model.has_cas is cas
     assert not model.training, "train() returns the model in eval mode"
     out = model.forward_details(digits.test.x[:4])
@@ -143,30 +132,28 @@ def test_paper_trades_schedule_has_three_drops():
         assert learning_rate_factor(config, progress) == factor, progress
 
 
-def test_train_applies_the_step_schedule_per_batch(digits, monkeypatch):
-    # 64 examples, batch 32: two optimizer steps per epoch; drops at (1-based) epoch 2 (x0.5) and 4 (x0.25)
-    used: list[float] = []
+@pytest.fixture
+def used(monkeypatch) -> list[float]:
+    """The learning rate of every SGD step taken while the test runs, in order."""
+    rates: list[float] = []
     real_step = torch.optim.SGD.step
 
     def recording_step(self, *args, **kwargs):
-        used.append(self.param_groups[0]["lr"])
+        rates.append(self.param_groups[0]["lr"])
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    return rates
+
+
+def test_train_applies_the_step_schedule_per_batch(digits, used):
+    # 64 examples, batch 32: two optimizer steps per epoch; drops at (1-based) epoch 2 (x0.5) and 4 (x0.25)
     config = tiny_config("standard", epochs=4, lr=0.05, lr_drops={2: 0.5, 4: 0.25}, batch_size=32, val_examples=8)
     train(config, dataset=subset(digits, 64, 8), progress=False)
     assert used == pytest.approx([0.05, 0.05, 0.025, 0.025, 0.025, 0.025, 0.0125, 0.0125])
 
 
-def test_one_cycle_in_train_warms_up_within_the_first_epoch(digits, monkeypatch):
-    used: list[float] = []
-    real_step = torch.optim.SGD.step
-
-    def recording_step(self, *args, **kwargs):
-        used.append(self.param_groups[0]["lr"])
-        return real_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+def test_one_cycle_in_train_warms_up_within_the_first_epoch(digits, used):
     config = tiny_config("standard", epochs=2, lr=0.1, batch_size=16, val_examples=8)  # 4 steps per epoch
     train(config, dataset=subset(digits, 64, 8), progress=False)
     expected = [0.1 * learning_rate_factor(config, step / 4) for step in range(8)]
@@ -523,3 +510,70 @@ def test_pgd_random_start_keeps_its_boolean_meaning():
     assert torch.equal(runs[False], x) and torch.equal(runs["none"], x)
     with pytest.raises(ValueError, match="random_start"):
         attacks.pgd(_FlatModel(), x, y, 0.1, random_start="gaussian")
+
+
+# --------------------------------------------------------------------------- the trainer's named steps
+
+
+def test_the_named_steps_called_by_hand_reproduce_train(digits, tmp_path):
+    """set_up, then run_epoch, validate and save for every epoch, is the whole of train's loop: the same weights,
+    history and run files, bit for bit."""
+    small = subset(digits, 96, 16)
+    config = tiny_config("trades", cas=True, epochs=2, seed=5)
+    model, history = train(config, out_dir=tmp_path / "train", dataset=small, progress=False)
+    run = training.set_up(config, small)
+    (tmp_path / "steps").mkdir()
+    for epoch in range(config.epochs):
+        record = {"epoch": epoch + 1, **training.run_epoch(run, epoch), **training.validate(run), "seconds": 0.0}
+        run.history.append(record)
+        training.save(run, tmp_path / "steps")
+    assert_states_equal(state_of(run.model), state_of(model))
+    assert without_seconds(run.history) == without_seconds(history)
+    assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["best.pt", "checkpoint.pt", "history.json"]
+    for name in ("checkpoint.pt", "best.pt"):
+        by_train, by_hand = read_checkpoint(tmp_path / "train" / name), read_checkpoint(tmp_path / "steps" / name)
+        assert by_train["epoch"] == by_hand["epoch"]
+        assert_states_equal(by_train["model_state"], by_hand["model_state"])
+    assert torch.equal(read_checkpoint(tmp_path / "train" / "checkpoint.pt")["rng"]["data"],
+                       read_checkpoint(tmp_path / "steps" / "checkpoint.pt")["rng"]["data"])
+
+
+def test_run_epoch_takes_one_step_per_batch_and_reports_the_last_learning_rate(digits):
+    config = tiny_config("standard", batch_size=16, epochs=2)
+    run = training.set_up(config, subset(digits, 64, 8))
+    before = state_of(run.model)
+    result = training.run_epoch(run, 0)
+    assert set(result) == {"lr", "train_loss", "train_accuracy"}
+    assert run.scheduler.last_epoch == len(training.epoch_batches(64, 16)) == 4
+    assert result["lr"] == pytest.approx(config.lr * learning_rate_factor(config, 3 / 4))
+    after = state_of(run.model)
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
+
+def test_validate_measures_what_best_pt_is_chosen_by(digits):
+    small = subset(digits, 32, 8)
+    adversarial = training.set_up(tiny_config("pgd_at"), small)
+    standard = training.set_up(tiny_config("standard"), small)
+    without_val = training.set_up(tiny_config("pgd_at"), subset(digits, 32, 0))
+    measured = training.validate(adversarial)
+    assert measured["val_natural_accuracy"] == training.accuracy(adversarial.model, small.val.x, small.val.y)
+    assert 0.0 <= measured["val_robust_accuracy"] <= 1.0
+    assert training.validate(standard)["val_robust_accuracy"] is None
+    assert training.validate(standard)["val_natural_accuracy"] is not None
+    assert training.validate(without_val) == {"val_natural_accuracy": None, "val_robust_accuracy": None}
+
+
+def test_save_writes_checkpoint_before_best_and_keeps_the_earliest_best_epoch(digits, tmp_path, monkeypatch):
+    run = training.set_up(tiny_config("pgd_at"), subset(digits, 32, 8))
+    written: list[tuple[str, int]] = []
+    monkeypatch.setattr(training, "save_checkpoint", lambda path, payload: written.append((path.name, payload["epoch"])))
+    monkeypatch.setattr(training, "write_json",
+                        lambda path, payload: written.append((path.name, payload["history"][-1]["epoch"])))
+    for epoch, robust in [(1, 0.5), (2, 0.25), (3, 0.75), (4, 0.75)]:
+        run.history.append({"epoch": epoch, "val_natural_accuracy": 0.9, "val_robust_accuracy": robust})
+        training.save(run, tmp_path)
+    assert written == [("checkpoint.pt", 1), ("best.pt", 1), ("history.json", 1),
+                       ("checkpoint.pt", 2), ("history.json", 2),
+                       ("checkpoint.pt", 3), ("best.pt", 3), ("history.json", 3),
+                       ("checkpoint.pt", 4), ("history.json", 4)]
+    assert (run.best_epoch, run.best_score) == (3, 0.75)
