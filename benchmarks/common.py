@@ -8,11 +8,12 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 
 from cas_edu.checkpoint import write_json as write_atomically
+from cas_edu.tables import markdown_table  # noqa: F401 - the scripts import it from here
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,18 +56,6 @@ def machine_line(info: dict[str, Any]) -> str:
             f"torch {info['torch']}, {info['torch_threads']} torch threads, Python {info['python']}, "
             f"date {info['date']}"
             + (f", load average {tuple(round(v, 2) for v in info['loadavg'])} at start" if info.get("loadavg") else ""))
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured markdown table; the first column left-aligned, the rest right-aligned."""
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-
-    def line(row: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
-
-    rule = "| " + " | ".join(("-" * (w - 1) + ":") if i else "-" * w for i, w in enumerate(widths)) + " |"
-    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
 
 
 def pct(value: float | None, digits: int = 2) -> str:

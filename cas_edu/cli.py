@@ -1,4 +1,12 @@
-"""Command line: ``python -m cas_edu train | evaluate | activations``."""
+"""Command line: ``python -m cas_edu train | evaluate | activations``.
+
+:func:`build_parser` is the one definition of the flags: :func:`main` parses with it, :func:`train_options` and
+:func:`config_from_args` read it, and :func:`cas_edu.pipeline.cli_command` writes commands from it. The attacks
+``evaluate`` runs by default come from the registry of :mod:`cas_edu.evaluation` (:func:`default_attacks`).
+
+Imports: the library modules (data, models, presets, evaluation, training, checkpoint, run_folder); nothing
+imports it but :mod:`cas_edu.__main__` and :mod:`cas_edu.pipeline`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,23 +20,17 @@ import torch
 
 from . import data, run_folder
 from .checkpoint import CheckpointWriteError, checkpoint_file, read_checkpoint
-from .evaluation import ATTACKS, STRAIGHT_THROUGH
+from .evaluation import ATTACKS, REPORT_ATTACKS, STRAIGHT_THROUGH, report_attacks
 from .models import MODELS
-from .presets import METHODS, PRESETS, TrainConfig
+from .presets import METHODS, PRESETS, TrainConfig, make_config
 from .runtime import AMP_MODES, CHANNELS_LAST_MODES, DEFAULT_AMP
 from .training import NonFiniteLossError
 from .validation import MAX_SEED
 
 
-#: What ``evaluate RUN`` reports by default: the paper's attacks plus standard AutoAttack (which includes Square);
-#: CAS models also get the straight-through (BPDA) attacks (:func:`default_attacks`).
-REPORT_ATTACKS = ("natural", "fgsm", "pgd20", "cw", "autoattack")
-
-
-def default_attacks(has_cas: bool) -> tuple[str, ...]:
-    """The attacks ``evaluate`` runs without ``--attacks``: :data:`REPORT_ATTACKS`, plus for CAS models the
-    straight-through PGD-100×5 and AutoAttack (``pgd-st``, ``autoattack-st``)."""
-    return REPORT_ATTACKS + (STRAIGHT_THROUGH if has_cas else ())
+#: What ``evaluate RUN`` runs without ``--attacks``: ``REPORT_ATTACKS`` (the paper's attacks plus standard
+#: AutoAttack), plus the straight-through attacks for CAS models; both from :mod:`cas_edu.evaluation`.
+default_attacks = report_attacks
 
 
 #: Exit code when a checkpoint or report could not be written (disk full, no permission): sysexits' EX_IOERR.
@@ -37,7 +39,10 @@ EXIT_WRITE_FAILED = 74
 
 
 class UsageError(Exception):
-    """Bad arguments: reported as one line with exit code 2."""
+    """Bad arguments: reported as one line with exit code 2.
+
+    Raises: nothing of its own (an exception class, raised by the parser).
+    """
 
 
 def _remember_given(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +141,11 @@ def _attack_list(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m cas_edu``: the ``train``, ``evaluate`` and ``activations`` sub-commands
+    and every flag, each with its type check (a bad value is a :class:`UsageError`, exit code 2).
+
+    Raises: nothing of its own; ``parse_args`` raises :class:`UsageError` for bad arguments.
+    """
     parser = _Parser(prog="python -m cas_edu", description="Channel-wise Activation Suppressing: train, attack, inspect.",
                      epilog=EXIT_CODES)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -227,8 +237,39 @@ CONFIG_OPTIONS = ("dataset", "model", "method", "cas", "cas_beta", "preset", "ep
                   "channels_last", "compile")
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The sub-parser of ``command`` in ``parser`` (built by :func:`build_parser`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    raise ValueError(f"{parser.prog} has no sub-command {command!r}.")
+
+
+def train_options(parser: argparse.ArgumentParser | None = None) -> dict[str, str]:
+    """Each ``train`` flag by the name it stores (its ``dest``, e.g. ``attack_steps``) → its long option string
+    (``--attack-steps``), read from the parser :func:`build_parser` defines (a new parser when None).
+
+    Raises: nothing of its own.
+    """
+    train = _subparser(parser or build_parser(), "train")
+    return {a.dest: next(o for o in a.option_strings if o.startswith("--"))
+            for a in train._actions if a.option_strings and a.dest != "help"}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The training config ``python -m cas_edu train`` builds from parsed arguments (without ``--resume``): the
+    preset's defaults for the dataset and method, with every flag given winning.
+
+    Raises: ``ValueError`` naming the field for a value that cannot train (:func:`cas_edu.presets.make_config`).
+    """
+    return make_config(args.dataset, args.model, args.method, args.cas, args.preset, cas_beta=args.cas_beta,
+                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eps=args.eps,
+                       step_size=args.step_size, attack_steps=args.attack_steps, seed=args.seed,
+                       device=args.device, data_root=args.data_root, amp=args.amp,
+                       channels_last=args.channels_last, compile=args.compile, val_fraction=args.val_fraction)
+
+
 def _command_train(args: argparse.Namespace) -> int:
-    from .presets import make_config
     from .training import resume_config, saved_config, train
 
     out = Path(args.out)
@@ -242,11 +283,7 @@ def _command_train(args: argparse.Namespace) -> int:
         saved, _ = saved_config(out)
         config = resume_config(saved, given, out, flags=True)  # ResumeMismatchError (a ValueError) names the flags
     else:
-        config = make_config(args.dataset, args.model, args.method, args.cas, args.preset, cas_beta=args.cas_beta,
-                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eps=args.eps,
-                             step_size=args.step_size, attack_steps=args.attack_steps, seed=args.seed,
-                             device=args.device, data_root=args.data_root, amp=args.amp,
-                             channels_last=args.channels_last, compile=args.compile, val_fraction=args.val_fraction)
+        config = config_from_args(args)
     dataset = data.load(config.dataset, root=config.data_root, download=args.download, val_fraction=config.val_fraction)
     _, history = train(config, out_dir=out, dataset=dataset, resume=args.resume, overwrite=args.overwrite,
                        progress=False if args.quiet else None)
@@ -317,7 +354,7 @@ def _command_evaluate(args: argparse.Namespace) -> int:
         run_folder.check_writable_folder(Path(args.run) / run_folder.REPORTS_DIR)
     model, dataset, eps = _load_run(args)
     x, y = _subset(dataset.test if args.split == "test" else dataset.val, args.n)
-    from .attacks import has_cas
+    from .models import has_cas
 
     attacks = default_attacks(has_cas(model)) if args.attacks is None else \
         [a.strip() for a in args.attacks.split(",") if a.strip()]
@@ -409,7 +446,6 @@ def _check_args(args: argparse.Namespace) -> None:
     rebuilds its model (kept in ``args.loaded`` for :func:`_load_run`), so flags that depend on the model
     (``--class-id``, ``--layer``, ``--objective``, ``--split``) are checked too."""
     from .checkpoint import model_from_payload
-    from .presets import make_config
     from .runtime import resolve_device
 
     resolve_device(args.device)
@@ -418,12 +454,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--data-root {args.data_root} is a file, not a folder; pass the folder that holds the data.")
     if args.command == "train":
         _check_out(args.out)
-        config = make_config(args.dataset, args.model, args.method, args.cas, args.preset, cas_beta=args.cas_beta,
-                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, eps=args.eps,
-                             step_size=args.step_size, attack_steps=args.attack_steps, seed=args.seed,
-                             device=args.device, data_root=args.data_root, amp=args.amp,
-                             channels_last=args.channels_last, compile=args.compile,
-                             val_fraction=args.val_fraction)  # every hyper-parameter's own check
+        config = config_from_args(args)  # every hyper-parameter's own check
         if not args.resume:  # a resumed run's batch size and data are the saved ones, checked by train()
             from .training import check_processes
 
@@ -472,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     full outside the run's own files; out of memory; a non-finite loss); 2 bad input (arguments, paths, data
     files, checkpoints: ``ValueError``, ``FileNotFoundError``); ``EXIT_WRITE_FAILED`` (74) a checkpoint or report
     could not be written; 130 interrupted. Each failure prints one line on stderr (``error: ...`` for 1, 2, 74).
+
+    Raises: nothing for failures it can name (each becomes an exit code); ``SystemExit`` (code 0) after
+    ``--help``; anything else (a bug) propagates with its traceback.
     """
     args = None
     try:

@@ -12,18 +12,31 @@ accuracy is the **per-example worst case**: an example counts only if it is clas
 naturally and every attack (and objective) failed on it -- never above the lowest per-attack accuracy.
 Each (attack, objective) runs from its own seed, a stable function of ``(seed, attack, objective)``,
 so adding or removing an attack never changes another attack's result.
+
+The pieces: the attack registry (:data:`REGISTRY` of :class:`Attack`: each attack's labels, cost, kind and how it
+runs; :data:`ATTACKS`, :data:`DEFAULT_ATTACKS`, :data:`REPORT_ATTACKS`, :data:`WHITE_BOX`,
+:data:`STRAIGHT_THROUGH`, :data:`COSTLY`, :data:`LABELS`, :data:`NO_CAS_LABELS` derive from it); per-example
+correctness :func:`accuracy` (natural, a registry attack or any callable), on which :func:`evaluate`,
+:func:`robustness_curve` and ``cas_edu.training.accuracy`` are built; the report (:class:`EvaluationReport`,
+:func:`attack_accuracy`); paired comparisons (:func:`paired_difference`); gradient-masking warnings
+(:func:`masking_warnings`).
+
+Imports: :mod:`cas_edu.attacks`, :mod:`cas_edu.models`, :mod:`cas_edu.cas`, :mod:`cas_edu.runtime`,
+:mod:`cas_edu.validation` and the leaf :mod:`cas_edu.tables`; no plotting or widget package.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import time
 import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from numbers import Real
 from statistics import NormalDist
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -31,36 +44,343 @@ from tqdm.auto import tqdm
 
 from . import attacks as attack_lib
 from .cas import unwrap_parallel
-from .validation import check_batch_size, check_seed, check_whole_number, model_device
+from .models import eval_mode, has_cas, model_device
+from .runtime import seeded
+from .tables import text_table
+from .validation import check_batch_size, check_inputs, check_seed, check_whole_number
 
-ATTACKS = ("natural", "fgsm", "pgd20", "cw", "square", "autoattack", "pgd-st", "autoattack-st")
-DEFAULT_ATTACKS = ("natural", "fgsm", "pgd20", "cw", "square")
-WHITE_BOX = ("fgsm", "pgd20", "cw")
-#: Attacks through the straight-through (BPDA) backward pass of the CAS masks.
-STRAIGHT_THROUGH = ("pgd-st", "autoattack-st")
-#: The costly attacks, which ``subset_n`` restricts to a seeded, class-balanced subset.
-COSTLY = ("square", "autoattack", "pgd-st", "autoattack-st")
 #: Steps and restarts of the straight-through PGD (``pgd-st``).
 ST_STEPS, ST_RESTARTS = 100, 5
-LABELS = {"natural": "natural", "fgsm": "FGSM", "pgd20": "PGD-20", "cw": "CW∞", "square": "Square (black-box)",
-          "autoattack": "AutoAttack", "apgd-ce": "APGD-CE",
-          "pgd-st": f"PGD-{ST_STEPS}×{ST_RESTARTS} straight-through (BPDA)",
-          "autoattack-st": "AutoAttack straight-through (BPDA)", "worst_case": "worst case (per example)"}
+
+
+# --------------------------------------------------------------------------- the attack registry
+
+
+def _fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, objective: str,
+          random_start: bool = True) -> torch.Tensor:
+    return attack_lib.fgsm(model, x, y, eps, random_start=random_start, objective=objective)
+
+
+def _pgd20(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, objective: str) -> torch.Tensor:
+    return attack_lib.pgd(model, x, y, eps, step_size=eps / 10, steps=20, objective=objective)
+
+
+def _cw(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, objective: str) -> torch.Tensor:
+    return attack_lib.cw_inf(model, x, y, eps, step_size=eps / 10, steps=20, objective=objective)
+
+
+def _pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, objective: str,
+         steps: int = 10) -> torch.Tensor:
+    return attack_lib.pgd(model, x, y, eps, steps=steps, objective=objective)
+
+
+def _pgd_st(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, objective: str) -> torch.Tensor:
+    """PGD-100 with 5 restarts through the straight-through masks (:func:`cas_edu.attacks.straight_through_pgd`,
+    objective CE(main) + β · mean CE(aux)); without CAS, plain PGD-100 on CE with 5 restarts
+    (:func:`cas_edu.attacks.pgd_restarts`, the same per-example selection)."""
+    if has_cas(model):
+        return attack_lib.straight_through_pgd(model, x, y, eps, steps=ST_STEPS, restarts=ST_RESTARTS)
+    return attack_lib.pgd_restarts(model, x, y, eps, steps=ST_STEPS, restarts=ST_RESTARTS)
+
+
+def _autoattack(suite: list[str] | None, straight_through: bool):
+    """A whole-set craft running packaged AutoAttack (``suite`` None: the standard suite); ``straight_through``
+    goes through the BPDA masks on CAS models (plain AutoAttack without CAS)."""
+    def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, objective: str, *,
+              batch_size: int = 256, seed: int = 0, square_queries: int = 5000) -> torch.Tensor:
+        return attack_lib.autoattack(model, x, y, eps, attacks=suite, batch_size=batch_size, seed=seed,
+                                     square_queries=square_queries, straight_through=straight_through and has_cas(model))
+    return craft
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attack of the registry: its name, labels, cost and kind, and how it crafts adversarial images.
+
+    ``craft(model, x, y, eps, objective, **options)`` returns the adversarial images; a ``whole_set`` attack
+    (AutoAttack and Square, through pyautoattack) takes every example at once and also ``batch_size``, ``seed``
+    and ``square_queries``, the others one batch. ``white_box`` attacks run once per objective (``ce``, and
+    ``ce+cas`` on CAS models); the others run once, recorded under ``cas_objective`` on CAS models and ``ce``
+    without. ``costly`` attacks run on the ``subset_n`` subset of :func:`evaluate`; ``straight_through`` ones
+    backpropagate through the CAS masks (BPDA). ``label`` names the attack in reports, ``short`` in table
+    columns, ``no_cas_label`` on a model without CAS (None: ``label``). ``in_suite`` attacks are the ones
+    :func:`evaluate` accepts (:data:`ATTACKS`); the others serve :func:`robustness_curve`.
+
+    Shape: craft takes x (N, C, H, W) in [0, 1] and y (N,) int64 and returns (N, C, H, W) in x's dtype.
+    Raises: nothing of its own (a dataclass).
+    Source: each attack's paper: FGSM Goodfellow et al. 2015; PGD Madry et al. 2018; CW∞ Carlini & Wagner 2017;
+    Square Andriushchenko et al. 2020; AutoAttack Croce & Hein 2020; BPDA Athalye et al. 2018; the suite and
+    the adaptive ``ce+cas`` objective follow arXiv 2103.08307 §5 (Table 2).
+    """
+
+    name: str
+    label: str
+    short: str
+    craft: Callable[..., torch.Tensor] | None
+    white_box: bool = False
+    straight_through: bool = False
+    costly: bool = False
+    whole_set: bool = False
+    cas_objective: str = "ce"
+    no_cas_label: str | None = None
+    in_suite: bool = True
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The keyword options ``craft`` takes besides model, x, y, eps and objective."""
+        if self.craft is None:
+            return ()
+        parameters = list(inspect.signature(self.craft).parameters)
+        return tuple(parameters[5:])
+
+    def objectives(self, has_cas: bool, white_box: Sequence[str] = ("ce", "ce+cas")) -> list[str]:
+        """The objectives it runs with in :func:`evaluate`: ``white_box`` (those asked for) for white-box attacks,
+        else ``cas_objective`` on a CAS model and ``ce`` without.
+
+        Raises: nothing of its own.
+        """
+        if self.white_box:
+            return list(white_box)
+        return [self.cas_objective if has_cas else "ce"]
+
+
+REGISTRY: dict[str, Attack] = {a.name: a for a in (
+    Attack("natural", "natural", "natural", None),
+    Attack("fgsm", "FGSM", "FGSM", _fgsm, white_box=True),
+    Attack("pgd20", "PGD-20", "PGD-20", _pgd20, white_box=True),
+    Attack("cw", "CW∞", "CW∞", _cw, white_box=True),
+    Attack("square", "Square (black-box)", "Square", _autoattack(["square"], False), costly=True, whole_set=True),
+    Attack("autoattack", "AutoAttack", "AutoAttack", _autoattack(None, False), costly=True, whole_set=True),
+    Attack("pgd-st", f"PGD-{ST_STEPS}×{ST_RESTARTS} straight-through (BPDA)",
+           f"PGD-{ST_STEPS}×{ST_RESTARTS} straight-through", _pgd_st, straight_through=True, costly=True,
+           cas_objective="ce+cas", no_cas_label=f"PGD-{ST_STEPS}×{ST_RESTARTS} (no CAS: plain PGD)"),
+    Attack("autoattack-st", "AutoAttack straight-through (BPDA)", "AutoAttack straight-through",
+           _autoattack(None, True), straight_through=True, costly=True, whole_set=True,
+           no_cas_label="AutoAttack (no CAS: plain, own seed)"),
+    Attack("pgd", "PGD-10", "PGD", _pgd, in_suite=False),
+)}
+
+#: What :func:`evaluate` accepts, in report order.
+ATTACKS = tuple(name for name, a in REGISTRY.items() if a.in_suite)
+#: What :func:`evaluate` runs by default: the paper's attacks plus the black-box Square.
+DEFAULT_ATTACKS = ("natural", "fgsm", "pgd20", "cw", "square")
+#: What ``python -m cas_edu evaluate RUN`` reports by default: the paper's attacks plus standard AutoAttack (which
+#: includes Square); CAS models also get the straight-through attacks (:func:`report_attacks`).
+REPORT_ATTACKS = ("natural", "fgsm", "pgd20", "cw", "autoattack")
+WHITE_BOX = tuple(name for name, a in REGISTRY.items() if a.white_box and a.in_suite)
+#: Attacks through the straight-through (BPDA) backward pass of the CAS masks.
+STRAIGHT_THROUGH = tuple(name for name, a in REGISTRY.items() if a.straight_through)
+#: The costly attacks, which ``subset_n`` restricts to a seeded, class-balanced subset.
+COSTLY = tuple(name for name, a in REGISTRY.items() if a.costly)
+#: The attacks of :func:`robustness_curve` and the ε explorer: FGSM without random start, seeded PGD-``steps``.
+CURVE_ATTACKS = ("fgsm", "pgd")
+LABELS = {**{name: a.label for name, a in REGISTRY.items()}, "apgd-ce": "APGD-CE",
+          "worst_case": "worst case (per example)"}
 #: Row labels of the straight-through attacks on a model without CAS (nothing to go straight through).
-NO_CAS_LABELS = {"pgd-st": f"PGD-{ST_STEPS}×{ST_RESTARTS} (no CAS: plain PGD)",
-                 "autoattack-st": "AutoAttack (no CAS: plain, own seed)"}
+NO_CAS_LABELS = {name: a.no_cas_label for name, a in REGISTRY.items() if a.no_cas_label is not None}
+#: Table-column suffix of each objective of a white-box attack.
+OBJECTIVE_WORDS = {"ce": "main head", "ce+cas": "adaptive"}
 CORRECT_LEGEND = ("one character per example of x: 1 = classified correctly under the attack, 0 = not, "
                   "- = not evaluated (outside the attack's subset)")
 
 
+def attack_entry(name: str) -> Attack:
+    """The registry's :class:`Attack` called ``name``.
+
+    Raises: ``ValueError`` naming the known attacks when ``name`` is not one of them.
+    Source: this package (no paper).
+    """
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise ValueError(f"Unknown attack {name!r}; choose one of {', '.join(REGISTRY)}.")
+    return REGISTRY[name]
+
+
+def report_attacks(has_cas: bool) -> tuple[str, ...]:
+    """The attacks ``python -m cas_edu evaluate`` runs without ``--attacks``: :data:`REPORT_ATTACKS`, plus for CAS
+    models the straight-through PGD-100×5 and AutoAttack (:data:`STRAIGHT_THROUGH`).
+
+    Raises: nothing of its own.
+    Source: the paper's attacks (arXiv 2103.08307 §5) plus AutoAttack (Croce & Hein 2020) and BPDA (Athalye et
+    al. 2018).
+    """
+    return REPORT_ATTACKS + (STRAIGHT_THROUGH if has_cas else ())
+
+
+def column_label(attack: str, objective: str = "ce") -> str:
+    """A table column's header for one (attack, objective): the attack's short label, and for white-box attacks
+    the objective's words, e.g. ``PGD-20 main head`` (``ce``) or ``PGD-20 adaptive`` (``ce+cas``).
+
+    Raises: ``ValueError`` for an unknown attack or objective.
+    Source: this package (no paper).
+    """
+    entry = attack_entry(attack)
+    if objective not in OBJECTIVE_WORDS:
+        raise ValueError(f"Unknown objective {objective!r}; choose one of {', '.join(OBJECTIVE_WORDS)}.")
+    return f"{entry.short} {OBJECTIVE_WORDS[objective]}" if entry.white_box else entry.short
+
+
+def curve_options(attack: str, steps: int = 10) -> dict:
+    """The options :func:`accuracy` and :func:`craft` take for a :data:`CURVE_ATTACKS` attack in
+    :func:`robustness_curve` and the ε explorer: FGSM without random start, PGD with ``steps`` steps.
+
+    Raises: ``ValueError`` for an attack outside :data:`CURVE_ATTACKS`.
+    Source: FGSM as Goodfellow et al. 2015 (no random start); PGD as Madry et al. 2018.
+    """
+    if attack not in CURVE_ATTACKS:
+        raise ValueError(f"Unknown attack {attack!r}; choose one of {', '.join(CURVE_ATTACKS)}.")
+    return {"random_start": False} if attack == "fgsm" else {"steps": steps}
+
+
+def _batch_craft(attack, eps, objective: str, options: dict):
+    """``(entry or None, craft)`` for :func:`accuracy`: craft(model, xb, yb) -> adversarial xb, None for natural."""
+    if attack is None or (isinstance(attack, str) and attack == "natural"):
+        if options:
+            raise ValueError(f"natural accuracy takes no attack options, got {', '.join(options)}.")
+        return None, None
+    if callable(attack):
+        if options:
+            raise ValueError(f"options {', '.join(options)} are for registry attacks; a callable attack takes none.")
+        return None, attack
+    entry = attack_entry(attack)
+    unknown = [k for k in options if k not in entry.options]
+    if unknown:
+        raise ValueError(f"attack {attack!r} takes no option(s) {', '.join(unknown)}; it takes "
+                         f"{', '.join(entry.options) or 'none'}.")
+    if eps is None:
+        raise ValueError(f"attack {attack!r} needs its budget eps (an L∞ radius in [0, 1]).")
+    if entry.whole_set:
+        return entry, None
+    return entry, lambda model, xb, yb: entry.craft(model, xb, yb, eps, objective, **options)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str | Callable | None = None, *,
+             eps: float | None = None, objective: str = "ce", batch_size: int = 256, seed: int | None = None,
+             **options) -> torch.Tensor:
+    """Per example, whether ``model`` classifies it correctly: naturally (``attack`` None), or under a registry
+    attack (a name of :data:`REGISTRY`, with its ``options``) or a callable ``attack(model, x_batch, y_batch) ->
+    x_adv``.
+
+    Examples are attacked and predicted ``batch_size`` at a time on the model's device (a ``whole_set`` attack,
+    AutoAttack or Square, crafts all of them at once with its own batching). The model is in eval mode throughout
+    and every submodule's mode is restored afterwards; wrapped models (``nn.Sequential``, ``torch.compile``, DDP,
+    ``DataParallel``) give the unwrapped model's answer. With ``seed`` the attack draws its random numbers from
+    ``torch.manual_seed(seed)`` in a forked RNG (the caller's generators are untouched; AutoAttack also gets it
+    as its seed); without, from the global generator. ``options`` are the attack's (e.g. ``random_start`` for
+    ``fgsm``, ``steps`` for ``pgd``, ``square_queries`` for ``square``/``autoattack``).
+
+    Shape: x (N, C, H, W) float in [0, 1] (cast to the model's dtype); y (N,) integer in [0, K); returns (N,)
+    bool on the CPU.
+    Units: ε in pixel units of [0, 1] (L∞).
+    Raises: ``ValueError`` for bad images or labels (:mod:`cas_edu.validation`), a missing y, an unknown attack,
+    option or objective, a registry attack without ``eps``, ``ce+cas`` on a model without CAS, a bad
+    ``batch_size`` or ``seed``.
+    Source: this package (no paper); the attacks follow their papers (:class:`Attack`).
+    """
+    batch_size = check_batch_size(batch_size)
+    seed = check_seed(seed) if seed is not None else None
+    model = unwrap_parallel(model)
+    if y is None:
+        raise ValueError("accuracy needs the true labels y (an integer tensor of shape (N,)).")
+    entry, craft = _batch_craft(attack, eps, objective, options)
+    if entry is not None:
+        x, y = attack_lib.validate_attack_inputs(model, x, y, eps, objective)
+    else:
+        x, y = check_inputs(model, x, y)
+    device = model_device(model)
+    out = []
+    with seeded(seed, device) if seed is not None else nullcontext(), eval_mode(model):
+        if entry is not None and entry.whole_set:
+            x = entry.craft(model, x, y, eps, objective, batch_size=batch_size, seed=seed if seed is not None else 0,
+                            **options)
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            x_eval = xb if craft is None else craft(model, xb, yb)
+            with torch.no_grad():
+                out.append((model(x_eval).argmax(1) == yb).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, *, eps: float, objective: str = "ce",
+          seed: int | None = None, **options) -> torch.Tensor:
+    """The adversarial images one registry attack crafts for ``(x, y)`` in one call (no batching), on the model's
+    device, in x's dtype; with ``seed`` drawn from ``torch.manual_seed(seed)`` in a forked RNG.
+
+    ``eps = 0`` returns x on the model's device unchanged (after the input checks).
+
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer in [0, K); returns (N, C, H, W) in x's dtype.
+    Units: ε in pixel units of [0, 1] (L∞).
+    Raises: ``ValueError`` as :func:`accuracy`, also for ``natural`` (nothing to craft).
+    Source: the attack's paper (:class:`Attack`).
+    """
+    entry, _ = _batch_craft(attack, eps, objective, options)
+    if entry is None or entry.craft is None:
+        raise ValueError(f"craft needs an attack of the registry other than natural, got {attack!r}.")
+    seed = check_seed(seed) if seed is not None else None
+    model = unwrap_parallel(model)
+    checked_x, y = attack_lib.validate_attack_inputs(model, x, y, eps, objective)
+    if y is None:
+        raise ValueError("craft needs the true labels y (an integer tensor of shape (N,)).")
+    device = model_device(model)
+    if eps == 0:
+        return x.to(device)
+    with seeded(seed, device) if seed is not None else nullcontext():
+        if entry.whole_set:
+            return entry.craft(model, x.to(device), y.to(device), eps, objective,
+                               seed=seed if seed is not None else 0, **options)
+        return entry.craft(model, x.to(device), y.to(device), eps, objective, **options)
+
+
+def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float],
+                     attacks: Sequence[str] = CURVE_ATTACKS, steps: int = 10, batch_size: int = 512,
+                     seed: int = 0, progress: bool | None = None) -> dict:
+    """Accuracy (fractions) under FGSM (no random start) and PGD-``steps`` for every ε in ``eps_values``, seeded.
+
+    One forked RNG seeded with ``seed`` serves every (attack, ε) in order (attacks outer, ε inner), so the same
+    seed gives the same curve and the caller's generators are untouched; ε = 0 is natural accuracy. Returns
+    ``{"eps": [...], "natural": float, "fgsm": [...], "pgd": [...], "steps": steps, "n": N}`` (only the attacks
+    asked for): the data behind :func:`cas_edu.plots.accuracy_vs_eps_figure`.
+
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer in [0, K).
+    Units: ε values in pixel units of [0, 1] (L∞).
+    Raises: ``ValueError`` for an attack outside :data:`CURVE_ATTACKS`, bad inputs, batch size or seed.
+    Source: FGSM Goodfellow et al. 2015; PGD Madry et al. 2018 (accuracy-vs-ε curves as in arXiv 2103.08307 §5).
+    """
+    unknown = [a for a in attacks if a not in CURVE_ATTACKS]
+    if unknown:
+        raise ValueError(f"Unknown attack(s) {unknown}; choose 'fgsm' and/or 'pgd'.")
+    batch_size, seed = check_batch_size(batch_size), check_seed(seed)
+    n = len(x)
+    curve: dict = {"eps": [float(e) for e in eps_values], "steps": steps, "n": n,
+                   "natural": int(accuracy(model, x, y, batch_size=batch_size).sum()) / n}
+    jobs = [(a, float(e)) for a in attacks for e in eps_values]
+    results: dict[str, list[float]] = {a: [] for a in attacks}
+    with seeded(seed, model_device(model)):
+        for attack, eps in tqdm(jobs, desc="accuracy vs ε", disable=progress is False):
+            correct = accuracy(model, x, y, batch_size=batch_size) if eps == 0 else \
+                accuracy(model, x, y, attack, eps=eps, batch_size=batch_size, **curve_options(attack, steps))
+            results[attack].append(int(correct.sum()) / n)
+    curve.update(results)
+    return curve
+
+
 def attack_seed(seed: int, attack: str, objective: str) -> int:
     """The seed of one (attack, objective): CRC-32 of ``"seed/attack/objective"``, the same in every process
-    (unlike Python's ``hash``), so each attack's random starts do not depend on which other attacks ran."""
+    (unlike Python's ``hash``), so each attack's random starts do not depend on which other attacks ran.
+
+    Raises: ``TypeError`` or ``ValueError`` when ``int(seed)`` does (a seed that is not a number).
+    Source: this package (no paper).
+    """
     return zlib.crc32(f"{int(seed)}/{attack}/{objective}".encode())
 
 
 def examples_digest(x: torch.Tensor, y: torch.Tensor) -> str:
-    """A short SHA-256 fingerprint of the images and labels, to check that two reports saw the same examples."""
+    """A short SHA-256 fingerprint (16 hex digits) of the images and labels, to check that two reports saw the same
+    examples; the images are hashed as float32 on the CPU.
+
+    Shape: x (N, C, H, W) (any shape); y (N,) (any integer shape).
+    Raises: nothing of its own (tensors that cannot be converted to numpy raise torch's error).
+    Source: this package (no paper).
+    """
     h = hashlib.sha256()
     h.update(x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     h.update(y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
@@ -71,8 +391,13 @@ def balanced_indices(y: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     """Indices (ascending, int64) of a seeded, class-balanced subset of ``n`` examples of labels ``y``.
 
     Every class present in ``y`` gets ``n // K`` examples; the ``n % K`` left over go to classes drawn
-    with the same seed. ``n >= len(y)`` returns every index. Raises ``ValueError`` when ``n < 1`` or a
-    class has fewer examples than its share (ask for a smaller ``n``).
+    with the same seed. ``n >= len(y)`` returns every index.
+
+    Shape: y (N,) integer labels; returns (min(n, N),) int64 on the CPU.
+    Raises: ``ValueError`` when ``n < 1``, ``seed`` is not a seed, or a class has fewer examples than its share
+    (ask for a smaller ``n``).
+    Source: this package (no paper); the costly attacks' subset (AutoAttack's 1,000-image evaluations, Croce &
+    Hein 2020).
     """
     n, seed = check_whole_number(n, "n", 1), check_seed(seed)
     y = y.detach().cpu()
@@ -112,6 +437,13 @@ class EvaluationReport:
     (int64 indices into the evaluated ``x``, ascending; every index unless the attack ran on a subset);
     ``accuracy`` is its mean. Reports built by hand from ``accuracy`` alone (no ``correct``) fall back to
     the lowest per-attack accuracy for :attr:`worst_case`, an upper bound of the per-example worst case.
+
+    Shape: ``correct[attack][objective]`` (n,) bool on the CPU, n = ``count(attack)``; ``examples[attack]`` (n,) int64.
+    Units: ``eps`` in pixel units of [0, 1] (L∞); accuracies are fractions in [0, 1] (the table prints %).
+    Raises: nothing on construction; :meth:`from_dict` raises ``KeyError`` for a dict without ``eps``,
+    ``n_examples`` or ``accuracy``.
+    Source: the attack suite of arXiv 2103.08307 §5 (Table 2) plus AutoAttack (Croce & Hein 2020); the
+    per-example worst case follows Croce & Hein 2020 (robust accuracy counts an example only if every attack fails).
     """
 
     eps: float
@@ -226,14 +558,32 @@ class EvaluationReport:
         if worst is not None and any(a != "natural" for a in self.accuracy):
             rows.append([LABELS["worst_case"]] + [f"{worst * 100:.2f}"] + ["–"] * (len(objectives) - 1)
                         + [str(self.worst_case_n)])
-        widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
-        lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))]
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+        lines = [text_table(headers, rows)]
         lines.append(f"eps = {self.eps:.4g} (L∞), {self.n_examples} examples; worst case: correct naturally and under "
                      "every attack and objective, per example")
         lines += [f"WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def attack_accuracy(report: "EvaluationReport | Mapping[str, Mapping[str, float]]", attack: str,
+                    objective: str = "ce+cas") -> float | None:
+    """The accuracy (a fraction) of one (attack, objective) in a report, where a model without CAS -- which has no
+    adaptive objective -- lets its main-head (``ce``) value stand in for ``ce+cas``; None when not run.
+
+    ``report`` is an :class:`EvaluationReport` or its ``accuracy`` dict (attack → objective → accuracy). This is
+    the rule of the comparison table (:func:`cas_edu.pipeline.results_rows`) and the comparison figure
+    (:func:`cas_edu.plots.robustness_comparison_figure`): for a model without CAS the main-head attack is its
+    strongest white-box attack. ``pgd-st`` records ``ce+cas`` on CAS models and ``ce`` without, so one column
+    holds both.
+
+    Raises: nothing of its own.
+    Source: this package (no paper); the adaptive objective is arXiv 2103.08307 §5.
+    """
+    by = getattr(report, "accuracy", report).get(attack, {})
+    value = by.get(objective)
+    if value is None and objective == "ce+cas":
+        value = by.get("ce")
+    return value
 
 
 # --------------------------------------------------------------------------- paired comparison
@@ -241,7 +591,11 @@ class EvaluationReport:
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """Accuracy of model A minus model B on the same examples, with a confidence interval (fractions, not %)."""
+    """Accuracy of model A minus model B on the same examples, with a confidence interval (fractions, not %).
+
+    Raises: nothing of its own (a frozen dataclass).
+    Source: D. G. Bonett & R. M. Price, J. Educational and Behavioral Statistics 37:479-488 (2012).
+    """
 
     difference: float
     low: float
@@ -268,8 +622,11 @@ def paired_interval(a_correct: torch.Tensor, b_correct: torch.Tensor, confidence
     confidence interval for a difference of binomial proportions based on paired data", J. Educational and
     Behavioral Statistics 37:479-488 (2012), one of the intervals Fagerland, Lydersen & Laake recommend
     (Statistics in Medicine 33:2850-2875, 2014). Unlike Newcombe's hybrid score interval it keeps a
-    non-zero width when no example is discordant. Raises ``ValueError`` for empty or mismatched inputs or a
-    confidence outside (0, 1).
+    non-zero width when no example is discordant.
+
+    Shape: a_correct, b_correct (N,) bool (anything ``torch.as_tensor`` takes; flattened).
+    Raises: ``ValueError`` for empty or mismatched inputs or a confidence outside (0, 1).
+    Source: Bonett & Price (2012), as above.
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), e.g. 0.95, got {confidence}.")
@@ -311,7 +668,10 @@ def paired_difference(report_a: EvaluationReport, report_b: EvaluationReport, at
 
     ``attack="worst_case"`` compares the per-example worst cases. ``objective`` defaults, per report, to
     its adaptive ``ce+cas`` when it has one, else ``ce`` (each model's own strongest white-box objective).
-    Raises ``ValueError`` when the reports were computed on different images or share no example.
+
+    Raises: ``ValueError`` when the reports were computed on different images or share no example, or lack
+    per-example results for ``attack`` / ``objective``.
+    Source: the interval of :func:`paired_interval` (Bonett & Price 2012).
     """
     if report_a.n_examples != report_b.n_examples or (report_a.digest and report_b.digest
                                                       and report_a.digest != report_b.digest):
@@ -331,53 +691,37 @@ def paired_difference(report_a: EvaluationReport, report_b: EvaluationReport, at
 # --------------------------------------------------------------------------- attacks
 
 
-def _white_box(name: str, eps: float, objective: str):
-    if name == "fgsm":
-        return lambda m, x, y: attack_lib.fgsm(m, x, y, eps, random_start=True, objective=objective)
-    if name == "pgd20":
-        return lambda m, x, y: attack_lib.pgd(m, x, y, eps, step_size=eps / 10, steps=20, objective=objective)
-    return lambda m, x, y: attack_lib.cw_inf(m, x, y, eps, step_size=eps / 10, steps=20, objective=objective)
-
-
-def _straight_through_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, cas: bool) -> torch.Tensor:
-    """PGD-100 with 5 restarts through the straight-through masks (:func:`cas_edu.attacks.straight_through_pgd`,
-    objective CE(main) + β · mean CE(aux)); without CAS, plain PGD-100 on CE with 5 restarts
-    (:func:`cas_edu.attacks.pgd_restarts`, the same per-example selection)."""
-    if cas:
-        return attack_lib.straight_through_pgd(model, x, y, eps, steps=ST_STEPS, restarts=ST_RESTARTS)
-    return attack_lib.pgd_restarts(model, x, y, eps, steps=ST_STEPS, restarts=ST_RESTARTS)
-
-
-def _predict_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, craft) -> torch.Tensor:
-    """Per example (CPU bool), whether ``model`` classifies ``craft(x_batch, y_batch)`` correctly."""
-    device = model_device(model)
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        x_eval = craft(xb, yb)
-        with torch.no_grad(), attack_lib.eval_mode(model):
-            out.append((model(x_eval).argmax(1) == yb).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
-
-
 def autoattack_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
                        attacks: list[str] | None = None, batch_size: int = 256, seed: int = 0,
                        square_queries: int = 5000, straight_through: bool = False) -> torch.Tensor:
-    """Per example (CPU bool), robustness under packaged AutoAttack (:func:`cas_edu.attacks.autoattack`): the
-    standard suite, or ``attacks`` alone; ``straight_through`` runs it through the BPDA masks (CAS models).
-    Images and labels by the input rule of :mod:`cas_edu.validation`; raises ``ValueError`` for bad inputs."""
+    """Per example, robustness under packaged AutoAttack (:func:`cas_edu.attacks.autoattack`): the standard suite,
+    or ``attacks`` alone; ``straight_through`` runs it through the BPDA masks (CAS models).
+
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer in [0, K); returns (N,) bool on the CPU.
+    Units: ε in pixel units of [0, 1] (L∞).
+    Raises: ``ValueError`` for bad inputs (:mod:`cas_edu.validation`), a missing y, or ``straight_through`` on a
+    model without CAS modules.
+    Source: Croce & Hein 2020 (AutoAttack); BPDA Athalye et al. 2018.
+    """
     model = unwrap_parallel(model)
     if y is None:
         raise ValueError("AutoAttack needs the true labels y (an integer tensor of shape (N,)).")
     x, y = attack_lib.validate_attack_inputs(model, x, y, eps)  # cast once, so x_adv is in the model's dtype
     x_adv = attack_lib.autoattack(model, x, y, eps, attacks=attacks, batch_size=batch_size, seed=seed,
                                   square_queries=square_queries, straight_through=straight_through)
-    return _predict_correct(model, x_adv, y, batch_size, lambda xb, yb: xb)
+    return accuracy(model, x_adv, y, batch_size=batch_size)
 
 
 def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, attacks: list[str] | None = None,
                         batch_size: int = 256, seed: int = 0, square_queries: int = 5000) -> float:
-    """Robust accuracy under packaged AutoAttack (``pyautoattack``): the standard suite, or ``attacks`` alone."""
+    """Robust accuracy (a fraction) under packaged AutoAttack (``pyautoattack``): the standard suite, or ``attacks``
+    alone; the mean of :func:`autoattack_correct`.
+
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer in [0, K).
+    Units: ε in pixel units of [0, 1] (L∞).
+    Raises: ``ValueError`` as :func:`autoattack_correct`.
+    Source: Croce & Hein 2020 (AutoAttack).
+    """
     return autoattack_correct(model, x, y, eps, attacks, batch_size, seed, square_queries).float().mean().item()
 
 
@@ -389,7 +733,7 @@ def _strength_groups(accuracy: dict[str, dict[str, float]], reference: str):
     def present(attack, objective):
         return objective in accuracy.get(attack, {})
 
-    words = {"pgd20": "PGD-20", "cw": "CW∞"}
+    words = {a: REGISTRY[a].short for a in ("pgd20", "cw")}
     reference_group = [(a, reference, f"{reference} {words[a]}") for a in ("pgd20", "cw") if present(a, reference)]
     weak = [("square", "ce", "the black-box Square attack")] if present("square", "ce") else []
     weak += [("fgsm", o, "single-step FGSM" + ("" if o == reference else f" ({o})")) for o in ("ce", "ce+cas")
@@ -410,6 +754,10 @@ def masking_warnings(accuracy: dict[str, dict[str, float]], reference: str, tole
     masking; AutoAttack and the straight-through attacks with the white-box PGD-20/CW∞ -- beating them shows
     that PGD-20 is too weak; a straight-through attack beating plain AutoAttack shows that the argmax mask
     hides gradients from it. ``accuracy`` maps attack → objective → accuracy (fractions).
+
+    Raises: nothing of its own (only the attacks present in ``accuracy`` are compared).
+    Source: the gradient-masking checks of Athalye et al. 2018 and Croce & Hein 2020 (a weaker attack beating a
+    stronger one); the adaptive objective of arXiv 2103.08307 §5.
     """
     weak, reference_group, strong = _strength_groups(accuracy, reference)
     found = []
@@ -451,11 +799,6 @@ def masking_warnings(accuracy: dict[str, dict[str, float]], reference: str, tole
 # --------------------------------------------------------------------------- evaluate
 
 
-def _rng_devices(model: nn.Module) -> list:
-    device = model_device(model)
-    return [device] if device.type == "cuda" else []
-
-
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
              attacks: Sequence[str] = DEFAULT_ATTACKS, objective: str = "both", batch_size: int = 256,
              seed: int = 0, square_queries: int = 5000, tolerance: float = 0.01,
@@ -473,7 +816,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     to the model's dtype, y to int64); ``model`` may be wrapped (``nn.Sequential``, ``torch.compile``; DDP and
     ``DataParallel`` are looked through) and gives the unwrapped model's numbers. Evaluating inside
     ``torch.no_grad()`` or ``torch.inference_mode()`` is fine (the attacks turn gradients on for themselves).
-    Raises ``ValueError`` for unknown attacks or objectives and bad inputs.
+    Each attack runs through :func:`accuracy` with its registry entry (:data:`REGISTRY`).
+
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer in [0, K); the report's per-example results are (n,)
+    bool per attack (n = N, or ``subset_n`` for the costly attacks).
+    Units: ε in pixel units of [0, 1] (L∞); ``tolerance`` an accuracy difference (a fraction).
+    Raises: ``ValueError`` for unknown attacks or objectives, ``ce+cas`` on a model without CAS, bad inputs,
+    batch size, seed, ``square_queries``, ``tolerance`` or ``subset_n``, and no examples.
+    Source: arXiv 2103.08307 §5 (FGSM, PGD-20, CW∞ with the adaptive objective; official
+    Trades/pgd_attack_cifar10_cas.py), Square (Andriushchenko et al. 2020), AutoAttack (Croce & Hein 2020),
+    BPDA (Athalye et al. 2018).
     """
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
@@ -481,7 +833,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     if objective not in ("ce", "ce+cas", "both"):
         raise ValueError(f"Unknown objective {objective!r}; choose ce, ce+cas or both.")
     model = unwrap_parallel(model)
-    cas = attack_lib.has_cas(model)
+    cas = has_cas(model)
     if y is None:
         raise ValueError("evaluate needs the true labels y (an integer tensor of shape (N,)).")
     x, y = attack_lib.validate_attack_inputs(model, x, y, eps, "ce")
@@ -504,26 +856,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     subset = balanced_indices(y, subset_n, seed) if subset_n is not None else everything
     for name in tqdm(list(dict.fromkeys(["natural", *attacks])), desc="evaluate", disable=not progress):
         started = time.perf_counter()
-        index = subset if name in COSTLY else everything
+        entry = REGISTRY[name]
+        index = subset if entry.costly else everything
         xs, ys = (x, y) if len(index) == len(x) else (x[index], y[index])
-        runs = objectives if name in WHITE_BOX else ["ce+cas"] if name == "pgd-st" and cas else ["ce"]
-        report.correct[name] = {}
-        for o in runs:
-            with torch.random.fork_rng(devices=_rng_devices(model)):
-                torch.manual_seed(attack_seed(seed, name, o))
-                if name == "natural":
-                    correct = _predict_correct(model, xs, ys, batch_size, lambda xb, yb: xb)
-                elif name in WHITE_BOX:
-                    craft = _white_box(name, eps, o)
-                    correct = _predict_correct(model, xs, ys, batch_size, lambda xb, yb: craft(model, xb, yb))
-                elif name == "pgd-st":
-                    correct = _predict_correct(model, xs, ys, batch_size,
-                                               lambda xb, yb: _straight_through_pgd(model, xb, yb, eps, cas))
-                else:
-                    suite = ["square"] if name == "square" else None
-                    correct = autoattack_correct(model, xs, ys, eps, suite, batch_size, attack_seed(seed, name, o),
-                                                 square_queries, straight_through=name == "autoattack-st" and cas)
-            report.correct[name][o] = correct
+        options = {"square_queries": square_queries} if entry.whole_set else {}
+        report.correct[name] = {
+            o: accuracy(model, xs, ys, None if entry.craft is None else name, eps=eps, objective=o,
+                        batch_size=batch_size, seed=attack_seed(seed, name, o), **options)
+            for o in entry.objectives(cas, objectives)}
         if len(index) != len(x):
             report.examples[name] = index
         report.accuracy[name] = {o: c.double().mean().item() for o, c in report.correct[name].items()}
@@ -537,7 +877,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     return report
 
 
-__all__ = ["ATTACKS", "COSTLY", "DEFAULT_ATTACKS", "EvaluationReport", "LABELS", "PairedDifference",
-           "STRAIGHT_THROUGH", "WHITE_BOX", "attack_seed", "autoattack_accuracy", "autoattack_correct",
-           "balanced_indices", "evaluate", "examples_digest", "masking_warnings", "paired_difference",
-           "paired_interval"]
+__all__ = ["ATTACKS", "Attack", "COSTLY", "CURVE_ATTACKS", "DEFAULT_ATTACKS", "EvaluationReport", "LABELS",
+           "NO_CAS_LABELS", "PairedDifference", "REGISTRY", "REPORT_ATTACKS", "STRAIGHT_THROUGH", "WHITE_BOX",
+           "accuracy", "attack_accuracy", "attack_entry", "attack_seed", "autoattack_accuracy", "autoattack_correct",
+           "balanced_indices", "column_label", "craft", "curve_options", "evaluate", "examples_digest",
+           "masking_warnings", "paired_difference", "paired_interval", "report_attacks", "robustness_curve"]

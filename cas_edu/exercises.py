@@ -9,18 +9,19 @@ common mistake (no clamp, absolute threshold, sum instead of mean ...) the line 
 from __future__ import annotations
 
 import secrets
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from . import activations, attacks
+from . import activations, attacks, pipeline
 from .cas import CASModule, cas_loss
+from .evaluation import EvaluationReport
 from .models import SmallCNN
 from .validation import gradients_on
 
 __all__ = ["check_fgsm", "check_pgd_projection", "check_activation_counts", "check_channel_magnitudes",
-           "check_cas_mask", "check_cas_loss"]
+           "check_cas_mask", "check_cas_loss", "check_cas_gains"]
 
 _TRIALS = 3
 
@@ -122,7 +123,11 @@ def _fresh_images(generator: torch.Generator, n: int = 16) -> tuple[torch.Tensor
 
 def check_fgsm(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor],
                seed: int | None = None) -> bool:
-    """Check ``fn(model, x, y, eps) -> x_adv`` against ``attacks.fgsm(..., random_start=False)`` on fresh inputs."""
+    """Check ``fn(model, x, y, eps) -> x_adv`` against ``attacks.fgsm(..., random_start=False)`` on fresh inputs.
+
+    Shape: fn gets a small CNN, x (16, 1, 8, 8) in [0, 1], y (16,) int64 and ε, and returns x_adv shaped like x.
+    Raises: nothing of its own: whatever ``fn`` raises is caught and reported in the printed line.
+    """
 
     def trials(generator: torch.Generator) -> str:
         for _ in range(_TRIALS):
@@ -165,7 +170,11 @@ def check_fgsm(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torc
 
 def check_pgd_projection(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor],
                          seed: int | None = None) -> bool:
-    """Check ``fn(x_adv, x, eps) -> projected`` (onto the L∞ ε-ball around x, within [0, 1]) against ``attacks.project``."""
+    """Check ``fn(x_adv, x, eps) -> projected`` (onto the L∞ ε-ball around x, within [0, 1]) against ``attacks.project``.
+
+    Shape: fn gets x_adv and x (16, 1, 8, 8) and ε, and returns the projection shaped like x.
+    Raises: nothing of its own: whatever ``fn`` raises is caught and reported in the printed line.
+    """
 
     def trials(generator: torch.Generator) -> str:
         for _ in range(_TRIALS):
@@ -209,7 +218,11 @@ def _fresh_activations(generator: torch.Generator, n: int = 40, c: int = 32) -> 
 
 
 def check_activation_counts(fn: Callable[[torch.Tensor], torch.Tensor], seed: int | None = None) -> bool:
-    """Check ``fn(acts N×C) -> counts C`` (Figure 2) against ``activations.activation_counts``."""
+    """Check ``fn(acts N×C) -> counts C`` (Figure 2) against ``activations.activation_counts``.
+
+    Shape: fn gets acts (40, 32) non-negative and returns counts (32,).
+    Raises: nothing of its own: whatever ``fn`` raises is caught and reported in the printed line.
+    """
 
     def trials(generator: torch.Generator) -> str:
         for _ in range(_TRIALS):
@@ -242,7 +255,11 @@ def check_activation_counts(fn: Callable[[torch.Tensor], torch.Tensor], seed: in
 
 
 def check_channel_magnitudes(fn: Callable[[torch.Tensor], torch.Tensor], seed: int | None = None) -> bool:
-    """Check ``fn(acts N×C) -> magnitudes C`` (Figure 1, channel order) against ``activations.channel_magnitudes``."""
+    """Check ``fn(acts N×C) -> magnitudes C`` (Figure 1, channel order) against ``activations.channel_magnitudes``.
+
+    Shape: fn gets acts (40, 32) non-negative and returns magnitudes (32,).
+    Raises: nothing of its own: whatever ``fn`` raises is caught and reported in the printed line.
+    """
 
     def trials(generator: torch.Generator) -> str:
         for _ in range(_TRIALS):
@@ -282,7 +299,12 @@ def check_channel_magnitudes(fn: Callable[[torch.Tensor], torch.Tensor], seed: i
 
 
 def check_cas_mask(fn: Callable[[CASModule, torch.Tensor, torch.Tensor], torch.Tensor], seed: int | None = None) -> bool:
-    """Check ``fn(cas_module, features, y) -> masked features`` (training mode: true-label weight rows) against CASModule."""
+    """Check ``fn(cas_module, features, y) -> masked features`` (training mode: true-label weight rows) against CASModule.
+
+    Shape: fn gets a CASModule (12 channels, 5 classes), features (8, 12, 3, 3) and y (8,) int64, and returns the
+    masked features shaped like ``features`` (a tuple's first element counts).
+    Raises: nothing of its own: whatever ``fn`` raises is caught and reported in the printed line.
+    """
 
     def trials(generator: torch.Generator) -> str:
         for _ in range(_TRIALS):
@@ -320,7 +342,12 @@ def check_cas_mask(fn: Callable[[CASModule, torch.Tensor, torch.Tensor], torch.T
 
 
 def check_cas_loss(fn: Callable[[torch.Tensor, list, torch.Tensor, float], torch.Tensor], seed: int | None = None) -> bool:
-    """Check ``fn(logits, aux_logits_list, y, beta) -> scalar`` against ``cas.cas_loss`` (CE + β/S Σ_s CE(aux_s))."""
+    """Check ``fn(logits, aux_logits_list, y, beta) -> scalar`` against ``cas.cas_loss`` (CE + β/S Σ_s CE(aux_s)).
+
+    Shape: fn gets logits (10, 6), a list of S tensors (10, 6) (S = 1, 2, 3), y (10,) int64 and β, and returns a
+    scalar (one element).
+    Raises: nothing of its own: whatever ``fn`` raises is caught and reported in the printed line.
+    """
 
     def trials(generator: torch.Generator) -> str:
         for trial in range(_TRIALS):
@@ -352,3 +379,50 @@ def check_cas_loss(fn: Callable[[torch.Tensor, list, torch.Tensor, float], torch
         return f"your CAS loss matches cas_edu.cas.cas_loss on {_TRIALS} fresh cases (S = 1, 2, 3 heads)."
 
     return _checked(trials, seed)
+
+
+# --------------------------------------------------------------------------- notebook 04
+
+
+def check_cas_gains(fn: Callable[[Mapping[str, EvaluationReport]], Mapping[str, float]],
+                    reports: Mapping[str, EvaluationReport]) -> bool:
+    """Check ``fn(reports) -> {method label: CAS gain in worst-case points}`` against
+    :func:`cas_edu.pipeline.cas_gains` (within 0.15 points); prints one line, with the paired 95 % intervals when
+    right.
+
+    ``reports`` are notebook 04's evaluation reports by run name (``pgd_at``, ``pgd_at+cas``, ...); the gain of a
+    method is its worst-case accuracy with CAS minus without, in percentage points.
+
+    Raises: nothing of its own: whatever ``fn`` raises is caught and reported in the printed line.
+    """
+    expected = pipeline.cas_gains(reports)
+    try:
+        answer = fn(reports)
+    except Exception as err:  # noqa: BLE001 - report the learner's error in one line
+        print(f"✗ Not yet: your function raised {type(err).__name__}: {err}")
+        return False
+    if not isinstance(answer, Mapping):
+        print(f"✗ Not yet: return a dict such as {{'AT': 1.5, ...}}, got {type(answer).__name__}.")
+        return False
+    answer = {str(k): v for k, v in answer.items()}
+    missing = [k for k in expected if k not in answer]
+    if missing:
+        print(f"✗ Not yet: missing method(s) {missing}; use the labels {list(expected)}.")
+        return False
+    try:
+        answer = {k: float(answer[k]) for k in expected}
+    except (TypeError, ValueError) as err:
+        print(f"✗ Not yet: every gain must be a number of percentage points ({err}).")
+        return False
+    wrong = {k: answer[k] for k in expected if abs(answer[k] - expected[k]) > 0.15}
+    if wrong:
+        sign_flip = all(abs(answer[k] + expected[k]) <= 0.15 for k in wrong)
+        hint = "the sign is flipped: gain = with CAS − without." if sign_flip else \
+            "compare the 'worst case' column (the per-example worst case), in percentage points."
+        print(f"✗ Not yet: {', '.join(wrong)} differ(s) from the table; {hint}")
+        return False
+    intervals = pipeline.cas_gain_intervals(reports)
+    parts = [f"{k} {v:+.1f}" + (f" (95% CI {100 * intervals[k].low:+.1f} to {100 * intervals[k].high:+.1f})"
+                                if k in intervals else "") for k, v in expected.items()]
+    print(f"✓ Right: CAS gains in worst-case robust accuracy: {', '.join(parts)} points.")
+    return True

@@ -11,9 +11,15 @@ straight-through attacks) on a seeded, class-balanced subset; :func:`results_tab
 with the example count of every column and the *per-example worst case* (correct naturally and under every
 attack) as the honest robust accuracy; :func:`cas_gain_intervals` gives the gain of CAS with a paired 95 %
 interval.
+
+The profiles live in :mod:`cas_edu.presets`, the attacks and the report in :mod:`cas_edu.evaluation`, the table
+layout in :mod:`cas_edu.tables`, the exercise checker in :mod:`cas_edu.exercises`. The suite calls only public
+functions: :mod:`cas_edu.training` (``train_or_load``, ``finished_run``), :mod:`cas_edu.checkpoint`,
+:mod:`cas_edu.run_folder`, and :mod:`cas_edu.cli`'s parser for the commands it prints.
 """
 from __future__ import annotations
 
+import shlex
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,72 +30,32 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import data, evaluation, run_folder, training
+from . import cli, data, evaluation, run_folder, training
 from .checkpoint import CheckpointWriteError, checkpoint_file, load_checkpoint, read_checkpoint
 from .evaluation import EvaluationReport, PairedDifference
-from .presets import METHODS, TrainConfig, make_config
-from .runtime import resolve_device
+from .presets import METHODS, Profile, TrainConfig, get_profile, make_config
+from .presets import PROFILES, SUITE_METHODS  # deprecated alias (moved to cas_edu.presets), kept for one release
+from .runtime import resolve_device, show_progress
+from .tables import markdown_table
 
-SUITE_METHODS: tuple[str, ...] = ("pgd_at", "trades", "mart")
 METHOD_LABELS = {"standard": "Standard", "pgd_at": "AT", "trades": "TRADES", "mart": "MART"}
 
 
-@dataclass(frozen=True)
-class Profile:
-    """What a suite trains and how it is evaluated; ``None`` keeps the preset's value."""
-
-    name: str
-    dataset: str
-    model: str
-    preset: str
-    epochs: int | None
-    attack_steps: int | None
-    n_eval: int | None  # test images for natural and the white-box attacks; None = the whole test split
-    attacks: tuple[str, ...]
-    square_queries: int
-    methods: tuple[str, ...] = SUITE_METHODS
-    description: str = ""
-    subset_n: int | None = None  # class-balanced subset for the costly attacks (evaluation.COSTLY); None = all
-
-
-PROFILES: dict[str, Profile] = {
-    "cpu": Profile(
-        name="cpu", dataset="digits", model="small_cnn", preset="fast", epochs=6, attack_steps=5, n_eval=200,
-        attacks=("natural", "fgsm", "pgd20", "cw", "square", "pgd-st"), square_queries=500, subset_n=100,
-        description="digits (8×8), small CNN, 6 one-cycle epochs with PGD-5 training attacks; best.pt evaluated "
-                    "on 200 test images, Square (500 queries, a reduced budget) and the straight-through "
-                    "PGD-100×5 on a class-balanced 100 of them"),
-    "gpu": Profile(
-        name="gpu", dataset="cifar10", model="resnet18", preset="paper", epochs=None, attack_steps=None, n_eval=None,
-        attacks=("natural", "fgsm", "pgd20", "cw", "square", "autoattack", "pgd-st", "autoattack-st"),
-        square_queries=5000, subset_n=1000,
-        description="CIFAR-10, ResNet-18, the official CAS schedules (AT 200, TRADES 100, MART 120 epochs, "
-                    "PGD-10 training attacks); best.pt evaluated on all 10,000 test images with the white-box "
-                    "attacks, and with Square, AutoAttack and the straight-through attacks on a seeded, "
-                    "class-balanced 1,000"),
-}
-
-
-def get_profile(profile: str | Profile) -> Profile:
-    """A :class:`Profile` by name (``cpu`` or ``gpu``); a Profile passes through."""
-    if isinstance(profile, Profile):
-        return profile
-    key = str(profile).strip().lower()
-    if key not in PROFILES:
-        raise ValueError(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)} "
-                         "(set CAS_EDU_PROFILE=cpu or CAS_EDU_PROFILE=gpu).")
-    return PROFILES[key]
-
-
 def run_name(method: str, cas: bool) -> str:
-    """Folder and key of one run: ``pgd_at``, ``pgd_at+cas``, ``trades`` ..."""
+    """Folder and key of one run: ``pgd_at``, ``pgd_at+cas``, ``trades`` ...
+
+    Raises: ``ValueError`` for an unknown method.
+    """
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     return f"{method}+cas" if cas else method
 
 
 def display_name(name: str) -> str:
-    """``pgd_at+cas`` → ``AT+CAS``: the label figures and tables use."""
+    """``pgd_at+cas`` → ``AT+CAS``: the label figures and tables use (an unknown method is kept as written).
+
+    Raises: nothing of its own.
+    """
     method, _, cas = name.partition("+")
     return METHOD_LABELS.get(method, method) + ("+CAS" if cas else "")
 
@@ -97,7 +63,13 @@ def display_name(name: str) -> str:
 def suite_configs(profile: str | Profile = "cpu", methods: Sequence[str] | None = None, seed: int = 0,
                   device: str = "auto", epochs: int | None = None, eps: float | None = None,
                   data_root: str | None = None) -> dict[str, TrainConfig]:
-    """One training config per run of the suite, keyed by :func:`run_name`, each method without then with CAS."""
+    """One training config per run of the suite, keyed by :func:`run_name`, each method without then with CAS.
+
+    ``epochs`` and ``eps`` override the profile's and preset's values when given.
+
+    Units: ε in pixel units of [0, 1] (L∞; None: the dataset's default).
+    Raises: ``ValueError`` for an unknown profile or method, no methods, or values that cannot train.
+    """
     p = get_profile(profile)
     methods = tuple(methods) if methods is not None else p.methods
     if not methods:
@@ -112,29 +84,45 @@ def suite_configs(profile: str | Profile = "cpu", methods: Sequence[str] | None 
 
 
 def cli_command(config: TrainConfig, out_dir: str | Path) -> str:
-    """The ``python -m cas_edu train`` command whose finished run :func:`run_suite` reuses for ``config``."""
-    reference = make_config(config.dataset, config.model, config.method, config.cas, config.preset)
-    parts = ["python -m cas_edu train", f"--dataset {config.dataset}", f"--model {config.model}",
-             f"--method {config.method}"] + (["--cas"] if config.cas else []) + [f"--preset {config.preset}"]
-    if config.epochs != reference.epochs:
-        parts.append(f"--epochs {config.epochs}")
-    if config.attack_steps != reference.attack_steps:
-        parts.append(f"--attack-steps {config.attack_steps}")
-    if config.eps != reference.eps:
-        parts.append(f"--eps {config.eps:g}")
-    if config.seed != 0:
-        parts.append(f"--seed {config.seed}")
-    if config.device != "auto":
-        parts.append(f"--device {config.device}")
-    if config.data_root:
-        parts.append(f"--data-root {config.data_root}")
-    parts.append(f"--out {out_dir}")
-    return " ".join(parts)
+    """The ``python -m cas_edu train`` command whose finished run :func:`run_suite` reuses for ``config``.
+
+    Written from the CLI's own parser (:func:`cas_edu.cli.build_parser`, :func:`cas_edu.cli.train_options`):
+    dataset, model, method, ``--cas`` and preset always, then each config flag (:data:`cas_edu.cli.CONFIG_OPTIONS`,
+    in that order) whose value the command built so far would not already give, values quoted for the shell.
+
+    Raises: ``ValueError`` when ``config`` sets a field the command line cannot (e.g. ``lr_drops`` or
+    ``momentum`` differing from its preset), so that no printed command trains another config.
+    """
+    parser = cli.build_parser()
+    option = cli.train_options(parser)
+
+    def words(name: str, value) -> list[str]:
+        if isinstance(value, bool):
+            return [option[name]] if value else []
+        return [option[name], repr(value) if isinstance(value, float) else str(value)]
+
+    argv = ["train"]
+    for name in ("dataset", "model", "method", "cas", "preset"):
+        argv += words(name, getattr(config, name))
+    out = words("out", str(out_dir))
+    for name in cli.CONFIG_OPTIONS:
+        given = cli.config_from_args(parser.parse_args(argv + out))
+        if getattr(given, name) != getattr(config, name):
+            argv += words(name, getattr(config, name))
+    rebuilt = cli.config_from_args(parser.parse_args(argv + out))
+    differ = [k for k, v in config.to_dict().items() if getattr(rebuilt, k) != v]
+    if differ:
+        raise ValueError(f"the command line cannot set {', '.join(differ)} as this config does; train it with "
+                         "cas_edu.training.train instead.")
+    return " ".join([parser.prog] + [shlex.quote(w) for w in argv + out])
 
 
 def is_finished(config: TrainConfig, out_dir: str | Path) -> bool:
     """Whether ``out_dir`` holds a run trained to the end with ``config`` (what ``train_or_load`` reuses; where it
-    ran, ``training.RUNTIME_FIELDS``, does not matter)."""
+    ran, ``training.RUNTIME_FIELDS``, does not matter).
+
+    Raises: nothing of its own (an unreadable checkpoint counts as not finished).
+    """
     try:
         return training.finished_run(config, out_dir) is not None
     except ValueError:  # an unreadable checkpoint: not a finished run
@@ -143,7 +131,10 @@ def is_finished(config: TrainConfig, out_dir: str | Path) -> bool:
 
 @dataclass
 class Suite:
-    """The trained runs of one profile: models, histories, whether each run was reused, and where it lives."""
+    """The trained runs of one profile: models, histories, whether each run was reused, and where it lives.
+
+    Raises: nothing of its own (a dataclass).
+    """
 
     profile: Profile
     configs: dict[str, TrainConfig]
@@ -170,7 +161,12 @@ def run_suite(profile: str | Profile = "cpu", runs_dir: str | Path = "runs", dat
               data_root: str | None = None, progress: bool | None = None, overwrite: bool = False) -> Suite:
     """Train (or reuse, or resume) every run of the profile into ``runs_dir/<profile>/<run>``
     (:func:`cas_edu.training.train_or_load`); returns a :class:`Suite`. A folder holding a run trained with
-    another config raises :class:`cas_edu.run_folder.RunExistsError` unless ``overwrite``, which replaces it."""
+    another config raises :class:`cas_edu.run_folder.RunExistsError` unless ``overwrite``, which replaces it.
+
+    Raises: :class:`cas_edu.run_folder.RunExistsError` as above; ``ValueError`` for an unknown profile or method
+    or values that cannot train; what :func:`cas_edu.data.load` and :func:`cas_edu.training.train_or_load` raise
+    (a missing dataset, a locked run folder, a failed write).
+    """
     p = get_profile(profile)
     configs = suite_configs(p, methods, seed=seed, device=device, epochs=epochs, data_root=data_root)
     if dataset is None:
@@ -189,7 +185,11 @@ def run_suite(profile: str | Profile = "cpu", runs_dir: str | Path = "runs", dat
 
 
 def eval_examples(dataset: data.Dataset, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` test examples (all of them when ``n`` is None or the split is smaller)."""
+    """The first ``n`` test examples (all of them when ``n`` is None or the split is smaller).
+
+    Shape: returns x (n, C, H, W) float in [0, 1] and y (n,) int64.
+    Raises: ``ValueError`` when ``n < 1``.
+    """
     if n is not None and n < 1:
         raise ValueError(f"n must be at least 1 (or None for the whole test split), got {n}.")
     return dataset.test.x[:n], dataset.test.y[:n]
@@ -197,7 +197,11 @@ def eval_examples(dataset: data.Dataset, n: int | None) -> tuple[torch.Tensor, t
 
 def balanced_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded, class-balanced subset of ``n`` examples of ``(x, y)`` (see :func:`evaluation.balanced_indices`):
-    the examples ``evaluate(..., subset_n=n, seed=seed)`` runs its costly attacks on."""
+    the examples ``evaluate(..., subset_n=n, seed=seed)`` runs its costly attacks on.
+
+    Shape: x (N, C, H, W); y (N,) int64; returns x (n, C, H, W) and y (n,) (all N when n >= N).
+    Raises: ``ValueError`` as :func:`cas_edu.evaluation.balanced_indices` (n < 1, a class too small).
+    """
     index = evaluation.balanced_indices(y, n, seed)
     return x[index], y[index]
 
@@ -228,8 +232,12 @@ def evaluate_suite(runs: "Suite | Mapping[str, nn.Module | str | Path]", dataset
     runs' training ε (they must agree). With ``save``, each run folder keeps its report beside the earlier ones
     (:func:`cas_edu.run_folder.save_report`: ``RUN/eval/<UTC time>-<attacks>-n<N>.json``, named by
     ``RUN/eval/latest.json``), after checking that every folder can take it before any attack runs.
-    Raises ``ValueError`` when the examples or ε cannot be determined or a run folder cannot hold reports; a
-    report whose write fails anyway (a full disk) is still returned, with a ``RuntimeWarning`` naming it.
+    A report whose write fails anyway (a full disk) is still returned, with a ``RuntimeWarning`` naming it.
+
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer labels.
+    Units: ε in pixel units of [0, 1] (L∞).
+    Raises: ``ValueError`` when the examples or ε cannot be determined, a run folder cannot hold reports, or
+    :func:`cas_edu.evaluation.evaluate` refuses its arguments; what loading a checkpoint raises.
     """
     if isinstance(dataset, torch.Tensor):
         raise ValueError("evaluate_suite takes (runs, dataset, eps); pass your own images as x=..., y=... keywords.")
@@ -257,7 +265,7 @@ def evaluate_suite(runs: "Suite | Mapping[str, nn.Module | str | Path]", dataset
         for source in sources.values():
             if isinstance(source, (str, Path)) and Path(source).is_dir():
                 run_folder.check_writable_folder(Path(source) / run_folder.REPORTS_DIR)
-    show = training._show_progress(progress)
+    show = show_progress(progress)
     reports = {}
     for name, source in tqdm(list(sources.items()), desc="evaluate", disable=not show):
         if isinstance(source, nn.Module):
@@ -277,18 +285,19 @@ def evaluate_suite(runs: "Suite | Mapping[str, nn.Module | str | Path]", dataset
     return reports
 
 
-#: Table columns: (attack, objective, header).
-COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("natural", "ce", "natural"), ("fgsm", "ce", "FGSM"), ("pgd20", "ce", "PGD-20 main head"),
-    ("pgd20", "ce+cas", "PGD-20 adaptive"), ("cw", "ce", "CW∞"), ("cw", "ce+cas", "CW∞ adaptive"),
-    ("square", "ce", "Square"), ("autoattack", "ce", "AutoAttack"),
-    ("pgd-st", "ce+cas", "PGD-100×5 straight-through"), ("autoattack-st", "ce", "AutoAttack straight-through"),
-)
+#: Table columns: (attack, objective, header); headers from :func:`cas_edu.evaluation.column_label`.
+COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
+    (a, o, evaluation.column_label(a, o)) for a, o in (
+        ("natural", "ce"), ("fgsm", "ce"), ("pgd20", "ce"), ("pgd20", "ce+cas"), ("cw", "ce"), ("cw", "ce+cas"),
+        ("square", "ce"), ("autoattack", "ce"), ("pgd-st", "ce+cas"), ("autoattack-st", "ce")))
 
 
 def worst_case(report: EvaluationReport) -> float | None:
     """The per-example worst case (:attr:`EvaluationReport.worst_case`): the fraction of examples classified
-    correctly naturally and under every attack and objective -- the honest robust accuracy of the report."""
+    correctly naturally and under every attack and objective -- the honest robust accuracy of the report.
+
+    Raises: nothing of its own.
+    """
     return report.worst_case
 
 
@@ -296,22 +305,26 @@ def _present(reports: Mapping[str, EvaluationReport]) -> list[tuple[str, str, st
     """The columns some report fills (the straight-through PGD runs with ``ce+cas`` on CAS models, ``ce`` without)."""
     def filled(attack: str, objective: str, report: EvaluationReport) -> bool:
         by = report.accuracy.get(attack, {})
-        return objective in by or (attack == "pgd-st" and "ce" in by)
+        return objective in by or (attack == "pgd-st" and "ce" in by)  # pgd-st: ce+cas with CAS, ce without
 
     return [(a, o, h) for a, o, h in COLUMNS if any(filled(a, o, r) for r in reports.values())]
 
 
 def results_rows(reports: Mapping[str, EvaluationReport]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows (accuracies in %) for the comparison table; a column appears when any report has it."""
+    """Headers and rows (accuracies in %) for the comparison table; a column appears when any report has it.
+
+    A model without CAS has no adaptive attack, so its main-head value fills the adaptive columns
+    (:func:`cas_edu.evaluation.attack_accuracy`).
+
+    Raises: nothing of its own.
+    """
     present = _present(reports)
     headers = ["model"] + [h for _, _, h in present] + ["worst case"]
     rows = []
     for name, report in reports.items():
         cells = [display_name(name)]
         for attack, objective, _ in present:
-            value = report.accuracy.get(attack, {}).get(objective)
-            if value is None and objective == "ce+cas":  # a model without CAS: the main-head attack is its attack
-                value = report.accuracy.get(attack, {}).get("ce")
+            value = evaluation.attack_accuracy(report, attack, objective)
             cells.append("–" if value is None else f"{100 * value:.1f}")
         worst = worst_case(report)
         cells.append("–" if worst is None else f"{100 * worst:.1f}")
@@ -321,7 +334,10 @@ def results_rows(reports: Mapping[str, EvaluationReport]) -> tuple[list[str], li
 
 def results_counts(reports: Mapping[str, EvaluationReport]) -> list[str]:
     """Per column of :func:`results_rows` (the model column first, as ``n``), the number of examples behind it;
-    ``a/b`` when the reports differ."""
+    ``a/b`` when the reports differ.
+
+    Raises: nothing of its own.
+    """
     cells = ["n"]
     for attack, _, _ in _present(reports):
         counts = sorted({r.count(attack) for r in reports.values() if attack in r.accuracy})
@@ -333,16 +349,12 @@ def results_counts(reports: Mapping[str, EvaluationReport]) -> list[str]:
 
 def results_table(reports: Mapping[str, EvaluationReport]) -> str:
     """The comparison as a markdown table (accuracy in %, higher is better) whose first row gives each column's
-    number of examples ``n``; masking warnings listed below it."""
+    number of examples ``n``; masking warnings listed below it (:func:`cas_edu.tables.markdown_table`).
+
+    Raises: nothing of its own.
+    """
     headers, rows = results_rows(reports)
-    cells = [headers, results_counts(reports)] + rows
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-
-    def line(row: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
-
-    rule = "| " + " | ".join(("-" * (w - 1) + ":") if i else "-" * w for i, w in enumerate(widths)) + " |"
-    lines = [line(headers), rule] + [line(r) for r in cells[1:]]
+    lines = [markdown_table(headers, [results_counts(reports)] + rows)]
     lines.append("worst case: correct naturally and under every attack and objective, per example "
                  "(on the examples every attack ran on)")
     for name, report in reports.items():
@@ -351,7 +363,10 @@ def results_table(reports: Mapping[str, EvaluationReport]) -> str:
 
 
 def cas_gains(reports: Mapping[str, EvaluationReport], column: str = "worst case") -> dict[str, float]:
-    """Per method, accuracy with CAS minus without (percentage points) in one table column, e.g. ``worst case``."""
+    """Per method, accuracy with CAS minus without (percentage points) in one table column, e.g. ``worst case``.
+
+    Raises: ``ValueError`` for a column the table does not have.
+    """
     headers, rows = results_rows(reports)
     if column not in headers:
         raise ValueError(f"Unknown column {column!r}; choose one of {', '.join(headers[1:])}.")
@@ -371,7 +386,10 @@ def cas_gain_intervals(reports: Mapping[str, EvaluationReport], attack: str = "w
                        confidence: float = 0.95) -> dict[str, PairedDifference]:
     """Per method, accuracy with CAS minus without under ``attack`` (default: the per-example worst case), with a
     paired ``confidence`` interval (:func:`cas_edu.evaluation.paired_difference`, Bonett & Price 2012) --
-    both models saw the same test images. Methods whose reports lack per-example results are left out."""
+    both models saw the same test images. Methods whose reports lack per-example results are left out.
+
+    Raises: ``ValueError`` as :func:`cas_edu.evaluation.paired_difference` (reports on different examples).
+    """
     out = {}
     for name, report in reports.items():
         partner = reports.get(f"{name}+cas")
@@ -381,34 +399,12 @@ def cas_gain_intervals(reports: Mapping[str, EvaluationReport], attack: str = "w
     return out
 
 
-def check_cas_gains(fn, reports: Mapping[str, EvaluationReport]) -> bool:
-    """Exercise checker: ``fn(reports) -> {method label: CAS gain in worst-case points}``; prints one friendly line."""
-    expected = cas_gains(reports)
-    try:
-        answer = fn(reports)
-    except Exception as err:  # noqa: BLE001 - report the learner's error in one line
-        print(f"✗ Not yet: your function raised {type(err).__name__}: {err}")
-        return False
-    if not isinstance(answer, Mapping):
-        print(f"✗ Not yet: return a dict such as {{'AT': 1.5, ...}}, got {type(answer).__name__}.")
-        return False
-    answer = {str(k): v for k, v in answer.items()}
-    missing = [k for k in expected if k not in answer]
-    if missing:
-        print(f"✗ Not yet: missing method(s) {missing}; use the labels {list(expected)}.")
-        return False
-    wrong = {k: answer[k] for k in expected if abs(float(answer[k]) - expected[k]) > 0.15}
-    if wrong:
-        sign_flip = all(abs(float(answer[k]) + expected[k]) <= 0.15 for k in wrong)
-        hint = "the sign is flipped: gain = with CAS − without." if sign_flip else \
-            "compare the 'worst case' column (the per-example worst case), in percentage points."
-        print(f"✗ Not yet: {', '.join(wrong)} differ(s) from the table; {hint}")
-        return False
-    intervals = cas_gain_intervals(reports)
-    parts = [f"{k} {v:+.1f}" + (f" (95% CI {100 * intervals[k].low:+.1f} to {100 * intervals[k].high:+.1f})"
-                                if k in intervals else "") for k, v in expected.items()]
-    print(f"✓ Right: CAS gains in worst-case robust accuracy: {', '.join(parts)} points.")
-    return True
+def __getattr__(name: str):
+    if name == "check_cas_gains":  # deprecated alias (moved to cas_edu.exercises), kept for one release
+        from . import exercises
+
+        return exercises.check_cas_gains
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["PROFILES", "Profile", "Suite", "SUITE_METHODS", "balanced_subset", "cas_gain_intervals", "cas_gains",

@@ -1,4 +1,13 @@
-"""Training configuration and the hyper-parameters of the official CAS code, recorded in one place."""
+"""Every configuration in one place: the training config (:class:`TrainConfig`, :func:`make_config`), the
+hyper-parameters of the official CAS code (:data:`OFFICIAL`), and the notebooks' profiles (:class:`Profile`,
+:data:`PROFILES`, :func:`get_profile`: what notebook 04's suite trains and how it is evaluated).
+
+Sources: the official training scripts of github.com/bymavis/CAS_ICLR2021 -- Standard_Adv_Training/train.py
+(PGD-AT), Trades/train_trades_cifar10_cas.py (TRADES), MART/train_mart_cas.py (MART) -- and arXiv 2103.08307
+(Bai et al., ICLR 2021) §5. README "Departures from the official code" lists what the ``fast`` preset changes.
+
+Imports: :mod:`cas_edu.data`, :mod:`cas_edu.models`, :mod:`cas_edu.runtime`, :mod:`cas_edu.validation`.
+"""
 from __future__ import annotations
 
 import math
@@ -19,7 +28,8 @@ PRESETS = ("fast", "paper")
 #: Models whose blocks take one tensor, so each block compiles once (WRN's blocks take a mask callable).
 COMPILABLE_MODELS = ("small_cnn", "resnet18")
 
-#: Official CAS code, CIFAR-10 ResNet-18 (see ../shared/GUIDE.md, "Official training defaults").
+#: Official CAS code, CIFAR-10 ResNet-18: github.com/bymavis/CAS_ICLR2021, Standard_Adv_Training/train.py
+#: (``pgd_at``), Trades/train_trades_cifar10_cas.py (``trades``), MART/train_mart_cas.py (``mart``).
 #: ``lr_drops`` maps an epoch to the factor applied to the base learning rate from that epoch on.
 OFFICIAL = {
     "pgd_at": dict(epochs=200, lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128,
@@ -50,6 +60,11 @@ class TrainConfig:
     naming the field for a value that cannot train (NaN, infinite or negative hyper-parameters, ``eps`` outside
     [0, 1], ``val_fraction`` outside [0, 1), zero epochs or steps, a batch size below 2 (a train-mode BatchNorm
     cannot normalise one example), a seed outside [0, 2**63 - 1], unknown names, ...).
+
+    Units: ``eps`` and ``step_size`` (the training attack's budget and step) in pixel units of [0, 1] (L∞).
+    Raises: ``ValueError`` naming the field for a value that cannot train (from :func:`validate_config`).
+    Source: the official training scripts (github.com/bymavis/CAS_ICLR2021: Standard_Adv_Training/train.py,
+    Trades/train_trades_cifar10_cas.py, MART/train_mart_cas.py); ``cas_beta`` is β of arXiv 2103.08307 Eq. 4.
     """
 
     dataset: str = "digits"
@@ -108,7 +123,10 @@ def make_config(dataset: str = "digits", model: str = "small_cnn", method: str =
     weight decay on every parameter, fp32); ``fast`` is a one-cycle short schedule that exempts 1-D
     parameters from weight decay. Both hold out ``val_fraction`` (0.1) of the training set for checkpoint
     selection unless ``val_fraction=0``; README "Departures from the official code" lists what differs.
-    Raises ``ValueError`` for an unknown method or preset, or values that cannot train.
+
+    Raises: ``ValueError`` for an unknown method or preset, or values that cannot train.
+    Source: :data:`OFFICIAL`, from the official training scripts (github.com/bymavis/CAS_ICLR2021:
+    Standard_Adv_Training/train.py, Trades/train_trades_cifar10_cas.py, MART/train_mart_cas.py).
     """
     dataset = dataset_key(dataset)
     if method not in METHODS:
@@ -196,8 +214,13 @@ def _as_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
 
 
 def validate_config(config: TrainConfig) -> None:
-    """Normalise ``config`` in place to plain Python values and raise ``ValueError`` (naming the field) for a
-    configuration that cannot train. Called on construction and again by ``train`` (fields may be reassigned)."""
+    """Normalise ``config`` in place to plain Python values and refuse a configuration that cannot train.
+
+    Called on construction and again by ``train`` (fields may be reassigned).
+
+    Raises: ``ValueError`` naming the field (and the rule it breaks) for a value that cannot train.
+    Source: this package (no paper).
+    """
     c = config
     c.dataset = dataset_key(_plain("dataset", c.dataset))
     model = _plain("model", c.model)
@@ -243,3 +266,67 @@ def validate_config(config: TrainConfig) -> None:
     c.lr_drops = normalised
     if c.compile and c.model not in COMPILABLE_MODELS:
         raise ValueError(f"compile supports {', '.join(COMPILABLE_MODELS)}, not {c.model!r}; train without it.")
+
+
+# --------------------------------------------------------------------------- the notebooks' profiles
+
+#: The methods of notebook 04's suite, each trained without and with CAS.
+SUITE_METHODS: tuple[str, ...] = ("pgd_at", "trades", "mart")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a suite trains and how it is evaluated; ``None`` keeps the preset's value.
+
+    ``n_eval`` test images for natural accuracy and the white-box attacks (None: the whole test split);
+    ``subset_n`` a class-balanced subset of them for the costly attacks (``cas_edu.evaluation.COSTLY``; None: all).
+
+    Raises: nothing of its own (a frozen dataclass; names are checked where they are used).
+    Source: this package (no paper); the ``gpu`` profile's settings are :data:`OFFICIAL`.
+    """
+
+    name: str
+    dataset: str
+    model: str
+    preset: str
+    epochs: int | None
+    attack_steps: int | None
+    n_eval: int | None  # test images for natural and the white-box attacks; None = the whole test split
+    attacks: tuple[str, ...]
+    square_queries: int
+    methods: tuple[str, ...] = SUITE_METHODS
+    description: str = ""
+    subset_n: int | None = None  # class-balanced subset for the costly attacks (evaluation.COSTLY); None = all
+
+
+PROFILES: dict[str, Profile] = {
+    "cpu": Profile(
+        name="cpu", dataset="digits", model="small_cnn", preset="fast", epochs=6, attack_steps=5, n_eval=200,
+        attacks=("natural", "fgsm", "pgd20", "cw", "square", "pgd-st"), square_queries=500, subset_n=100,
+        description="digits (8×8), small CNN, 6 one-cycle epochs with PGD-5 training attacks; best.pt evaluated "
+                    "on 200 test images, Square (500 queries, a reduced budget) and the straight-through "
+                    "PGD-100×5 on a class-balanced 100 of them"),
+    "gpu": Profile(
+        name="gpu", dataset="cifar10", model="resnet18", preset="paper", epochs=None, attack_steps=None, n_eval=None,
+        attacks=("natural", "fgsm", "pgd20", "cw", "square", "autoattack", "pgd-st", "autoattack-st"),
+        square_queries=5000, subset_n=1000,
+        description="CIFAR-10, ResNet-18, the official CAS schedules (AT 200, TRADES 100, MART 120 epochs, "
+                    "PGD-10 training attacks); best.pt evaluated on all 10,000 test images with the white-box "
+                    "attacks, and with Square, AutoAttack and the straight-through attacks on a seeded, "
+                    "class-balanced 1,000"),
+}
+
+
+def get_profile(profile: str | Profile) -> Profile:
+    """A :class:`Profile` by name (``cpu`` or ``gpu``, any case, spaces ignored); a Profile passes through.
+
+    Raises: ``ValueError`` naming the profiles for an unknown name.
+    Source: this package (no paper).
+    """
+    if isinstance(profile, Profile):
+        return profile
+    key = str(profile).strip().lower()
+    if key not in PROFILES:
+        raise ValueError(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)} "
+                         "(set CAS_EDU_PROFILE=cpu or CAS_EDU_PROFILE=gpu).")
+    return PROFILES[key]

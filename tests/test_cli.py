@@ -303,3 +303,25 @@ def test_activations_use_the_official_attack_on_the_cas_run(run_dir, capsys, mon
     assert calls and all(c["objective"] == "ce+cas" and c["steps"] == 20 for c in calls)
     assert calls[0]["step_size"] == pytest.approx(0.1 * 0.003 / (8 / 255))
     assert "PGD-20 (ce+cas" in out
+
+
+def test_train_options_and_the_config_come_from_the_parser_definition():
+    """Every config flag is an option of ``train`` under the config field's name, and parsing a command line
+    gives the config ``make_config`` gives for those values."""
+    from cas_edu.presets import TrainConfig, make_config
+
+    options = cli.train_options()
+    assert set(cli.CONFIG_OPTIONS) <= set(options) and set(cli.CONFIG_OPTIONS) <= set(TrainConfig.__dataclass_fields__)
+    assert options["attack_steps"] == "--attack-steps" and options["out"] == "--out"
+    args = cli.build_parser().parse_args(["train", "--method", "mart", options["attack_steps"], "3",
+                                          options["batch_size"], "16", "--out", "runs/x"])
+    assert cli.config_from_args(args) == make_config("digits", method="mart", attack_steps=3, batch_size=16)
+
+
+def test_the_default_attacks_are_the_registry_s():
+    from cas_edu import evaluation
+
+    assert cli.default_attacks(True) == evaluation.report_attacks(True)
+    assert cli.REPORT_ATTACKS is evaluation.REPORT_ATTACKS
+    text = next(a for a in cli.build_parser()._actions if a.dest == "command").choices["evaluate"].format_help()
+    assert ",".join(evaluation.REPORT_ATTACKS) in " ".join(text.split())

@@ -11,19 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import save_untrained_run
+
 from cas_edu import cli, data, training
-from cas_edu.checkpoint import model_spec, read_checkpoint, save_checkpoint
-from cas_edu.models import build
-from cas_edu.presets import make_config
+from cas_edu.checkpoint import read_checkpoint, save_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted in a CLI validation test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture
@@ -45,22 +38,12 @@ def spies(monkeypatch):
     return calls
 
 
-def _save_run(folder: Path, cas: bool, **config) -> Path:
-    """An untrained small-CNN digits checkpoint (no training needed to test the checks)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model = build("small_cnn", num_classes=10, in_channels=1, cas=cas)
-    save_checkpoint(folder / "best.pt", {
-        "config": make_config("digits", cas=cas, **config).to_dict(),
-        "model_spec": model_spec("small_cnn", 10, 1, model),
-        "model_state": model.state_dict(), "epoch": 1})
-    return folder
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """Untrained digits runs (no training needed to test the checks): with CAS, without, and without a val split."""
     root = tmp_path_factory.mktemp("runs")
-    return {"cas": _save_run(root / "cas", True), "plain": _save_run(root / "plain", False),
-            "all_data": _save_run(root / "all_data", True, val_fraction=0)}
+    return {"cas": save_untrained_run(root / "cas", cas=True), "plain": save_untrained_run(root / "plain"),
+            "all_data": save_untrained_run(root / "all_data", cas=True, val_fraction=0)}
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
+
+from helpers import subset
 
 from cas_edu import data
 from cas_edu import attacks as attack_lib
@@ -15,16 +18,6 @@ from cas_edu.training import train
 
 EPS = 0.1
 WHITE_BOX = ("fgsm", "pgd20", "cw")
-
-
-def subset(dataset: data.Dataset, n_train: int, n_val: int = 16) -> data.Dataset:
-    return data.Dataset(dataset.name, data.Split(dataset.train.x[:n_train], dataset.train.y[:n_train]),
-                        data.Split(dataset.val.x[:n_val], dataset.val.y[:n_val]), dataset.test, dataset.classes)
-
-
-@pytest.fixture(scope="module")
-def digits() -> data.Dataset:
-    return data.load("digits")
 
 
 def _trained(digits: data.Dataset, cas: bool):
@@ -64,7 +57,6 @@ def test_cas_model_reports_both_objectives_for_white_box_attacks(cas_report, tes
     assert report.eps == EPS and report.n_examples == len(test_data[0])
     assert list(report.accuracy) == ["natural", "fgsm", "pgd20", "cw"]
     assert set(report.seconds) == set(report.accuracy)
-    assert all(s >= 0 for s in report.seconds.values())
     assert set(report.accuracy["natural"]) == {"ce"}
     for name in WHITE_BOX:
         assert set(report.accuracy[name]) == {"ce", "ce+cas"}, name
@@ -106,16 +98,31 @@ def test_single_objective_on_a_cas_model(cas_model, test_data, objective):
     assert set(report.accuracy["fgsm"]) == {objective}
 
 
+def test_report_seconds_are_each_attacks_own_wall_time(cas_model, test_data):
+    x, y = test_data
+    started = time.perf_counter()
+    report = evaluate(cas_model, x[:8], y[:8], EPS, attacks=("natural", "fgsm"))
+    elapsed = time.perf_counter() - started
+    assert set(report.seconds) == {"natural", "fgsm"}
+    assert all(s > 0 for s in report.seconds.values()) and sum(report.seconds.values()) <= elapsed
+
+
 def test_evaluation_is_seeded_and_keeps_the_model_mode(cas_model, test_data):
+    """The same seed gives the same per-example results whatever the caller's global RNG state."""
     x, y = test_data
     cas_model.train()
     try:
+        torch.manual_seed(1)
         first = evaluate(cas_model, x[:32], y[:32], EPS, attacks=("pgd20", "cw"), seed=5)
         assert cas_model.training, "evaluate must restore the model's mode"
+        torch.manual_seed(2)
         second = evaluate(cas_model, x[:32], y[:32], EPS, attacks=("pgd20", "cw"), seed=5)
     finally:
         cas_model.eval()
     assert first.accuracy == second.accuracy
+    for name in ("pgd20", "cw"):
+        for objective in ("ce", "ce+cas"):
+            assert torch.equal(first.correct[name][objective], second.correct[name][objective]), (name, objective)
 
 
 def test_zero_budget_attacks_equal_natural_accuracy(plain_model, test_data):
@@ -308,7 +315,6 @@ def test_each_attack_is_seeded_on_its_own(cas_model, test_data):
     after = evaluate(cas_model, x[:24], y[:24], EPS, attacks=("fgsm", "pgd20"), seed=3)
     for objective in ("ce", "ce+cas"):
         assert torch.equal(alone.correct["pgd20"][objective], after.correct["pgd20"][objective])
-    assert evaluation.attack_seed(3, "pgd20", "ce") == evaluation.attack_seed(3, "pgd20", "ce")  # no hash()
     assert evaluation.attack_seed(3, "pgd20", "ce") == 670109089  # CRC-32 of "3/pgd20/ce": the same in every process
     assert len({evaluation.attack_seed(s, a, o) for s in (0, 1) for a in ("fgsm", "pgd20") for o in ("ce", "ce+cas")}) == 8
 
@@ -415,3 +421,153 @@ def test_paired_difference_of_two_reports(cas_report, test_data, plain_model):
         evaluation.paired_difference(cas_report, other, attack="natural")
     with pytest.raises(ValueError, match="square"):
         evaluation.paired_difference(cas_report, plain, attack="square")
+
+
+# --------------------------------------------------------------------------- the registry, accuracy, the curve
+
+
+def test_registry_keeps_the_names_labels_and_kinds_evaluate_reports():
+    assert evaluation.ATTACKS == ("natural", "fgsm", "pgd20", "cw", "square", "autoattack", "pgd-st", "autoattack-st")
+    assert evaluation.WHITE_BOX == ("fgsm", "pgd20", "cw")
+    assert evaluation.STRAIGHT_THROUGH == ("pgd-st", "autoattack-st")
+    assert evaluation.COSTLY == ("square", "autoattack", "pgd-st", "autoattack-st")
+    assert evaluation.DEFAULT_ATTACKS == ("natural", "fgsm", "pgd20", "cw", "square")
+    assert evaluation.report_attacks(False) == ("natural", "fgsm", "pgd20", "cw", "autoattack")
+    assert evaluation.report_attacks(True)[-2:] == ("pgd-st", "autoattack-st")
+    assert evaluation.LABELS["pgd-st"] == "PGD-100×5 straight-through (BPDA)"
+    assert evaluation.NO_CAS_LABELS == {"pgd-st": "PGD-100×5 (no CAS: plain PGD)",
+                                        "autoattack-st": "AutoAttack (no CAS: plain, own seed)"}
+    assert "pgd" not in evaluation.ATTACKS and evaluation.REGISTRY["pgd"].craft is not None  # the curve's PGD-k
+    assert evaluation.column_label("pgd20", "ce") == "PGD-20 main head"
+    assert evaluation.column_label("cw", "ce+cas") == "CW∞ adaptive"
+    assert evaluation.column_label("square") == "Square"
+    with pytest.raises(ValueError, match="Unknown attack"):
+        evaluation.attack_entry("pgd7")
+
+
+@pytest.mark.parametrize("name, direct", [
+    ("fgsm", lambda m, x, y: attack_lib.fgsm(m, x, y, EPS, random_start=True, objective="ce+cas")),
+    ("pgd20", lambda m, x, y: attack_lib.pgd(m, x, y, EPS, step_size=EPS / 10, steps=20, objective="ce+cas")),
+    ("cw", lambda m, x, y: attack_lib.cw_inf(m, x, y, EPS, step_size=EPS / 10, steps=20, objective="ce+cas")),
+])
+def test_each_white_box_entry_runs_its_attack_with_the_evaluated_parameters(cas_model, test_data, name, direct):
+    """A registry entry is the attack with the parameters the report names (ε/10 steps, 20 of them, random start)."""
+    x, y = test_data[0][:8], test_data[1][:8]
+    torch.manual_seed(4)
+    expected = direct(cas_model, x, y)
+    crafted = evaluation.craft(cas_model, x, y, name, eps=EPS, objective="ce+cas", seed=4)
+    assert torch.equal(crafted, expected)
+
+
+def test_accuracy_is_per_example_and_is_what_evaluate_reports(cas_model, test_data):
+    x, y = test_data
+    report = evaluate(cas_model, x, y, EPS, attacks=("natural", "pgd20"), seed=7)
+    natural = evaluation.accuracy(cas_model, x, y)
+    assert natural.dtype == torch.bool and natural.device.type == "cpu" and natural.shape == (len(x),)
+    assert torch.equal(natural, report.correct["natural"]["ce"])
+    with torch.no_grad():
+        assert torch.equal(natural, cas_model(x).argmax(1) == y)
+    for objective in ("ce", "ce+cas"):
+        robust = evaluation.accuracy(cas_model, x, y, "pgd20", eps=EPS, objective=objective, batch_size=20,
+                                     seed=evaluation.attack_seed(7, "pgd20", objective))
+        assert torch.equal(robust, report.correct["pgd20"][objective]), objective
+
+
+def test_accuracy_seeds_the_attack_and_leaves_the_global_rng_alone(plain_model, test_data):
+    x, y = test_data[0][:10], test_data[1][:10]
+    draws = []
+
+    def attack(model, xb, yb):
+        draws.append(torch.rand(3))
+        return xb
+
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    evaluation.accuracy(plain_model, x, y, attack, seed=11)
+    evaluation.accuracy(plain_model, x, y, attack, seed=12)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(11)
+    assert torch.equal(draws[0], torch.rand(3))
+    assert not torch.equal(draws[0], draws[1])  # another seed, other random numbers
+
+
+def test_accuracy_takes_a_callable_and_restores_the_model_mode(plain_model, test_data):
+    x, y = test_data
+    modes = []
+
+    def blank(model, xb, yb):
+        modes.append(model.training)
+        return torch.zeros_like(xb)
+
+    plain_model.train()
+    try:
+        blanked = evaluation.accuracy(plain_model, x, y, blank, batch_size=24)
+        assert plain_model.training and all(m.training for m in plain_model.modules())
+    finally:
+        plain_model.eval()
+    assert modes == [False, False, False]  # 64 examples in batches of 24, crafted in eval mode
+    with torch.no_grad():
+        assert torch.equal(blanked, plain_model(torch.zeros_like(x)).argmax(1) == y)
+
+
+def test_accuracy_refuses_what_it_cannot_run(plain_model, test_data):
+    x, y = test_data
+    with pytest.raises(ValueError, match="Unknown attack"):
+        evaluation.accuracy(plain_model, x, y, "pgd7", eps=EPS)
+    with pytest.raises(ValueError, match="needs its budget eps"):
+        evaluation.accuracy(plain_model, x, y, "pgd20")
+    with pytest.raises(ValueError, match="takes no option"):
+        evaluation.accuracy(plain_model, x, y, "pgd20", eps=EPS, steps=3)
+    with pytest.raises(ValueError, match="ce\\+cas"):
+        evaluation.accuracy(plain_model, x, y, "fgsm", eps=EPS, objective="ce+cas")
+    with pytest.raises(ValueError, match="label tensor"):
+        evaluation.accuracy(plain_model, x, y[:-1])
+
+
+def _curve_by_hand(model, x, y, eps_values, steps, batch_size, seed):
+    """The curve as plots.robustness_curve computed it before it moved here: one forked RNG, attacks outer."""
+    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+
+    def correct(xb, yb):
+        with torch.no_grad():
+            return int((model(xb).argmax(1) == yb).sum())
+
+    out = {"natural": sum(correct(xb, yb) for xb, yb in batches) / len(x)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for attack in ("fgsm", "pgd"):
+            out[attack] = []
+            for eps in eps_values:
+                total = 0
+                for xb, yb in batches:
+                    x_adv = xb if eps == 0 else attack_lib.fgsm(model, xb, yb, eps, random_start=False) \
+                        if attack == "fgsm" else attack_lib.pgd(model, xb, yb, eps, steps=steps)
+                    total += correct(x_adv, yb)
+                out[attack].append(total / len(x))
+    return out
+
+
+def test_robustness_curve_gives_the_numbers_of_the_loop_it_replaces(plain_model, test_data):
+    x, y = test_data
+    curve = evaluation.robustness_curve(plain_model, x, y, [0.0, 0.1, 0.2], steps=3, batch_size=24, seed=2,
+                                        progress=False)
+    expected = _curve_by_hand(plain_model, x, y, [0.0, 0.1, 0.2], steps=3, batch_size=24, seed=2)
+    assert {k: curve[k] for k in expected} == expected
+    assert curve["eps"] == [0.0, 0.1, 0.2] and curve["steps"] == 3 and curve["n"] == len(x)
+    other = evaluation.robustness_curve(plain_model, x, y, [0.0, 0.1, 0.2], attacks=("pgd",), steps=3,
+                                        batch_size=24, seed=3, progress=False)
+    assert "fgsm" not in other
+    with pytest.raises(ValueError, match="Unknown attack"):
+        evaluation.robustness_curve(plain_model, x, y, [0.1], attacks=("cw",))
+
+
+def test_attack_accuracy_lets_the_main_head_stand_in_only_without_cas():
+    plain = EvaluationReport(eps=0.1, n_examples=10, accuracy={"pgd20": {"ce": 0.4}, "pgd-st": {"ce": 0.3}})
+    cas = EvaluationReport(eps=0.1, n_examples=10, has_cas=True,
+                           accuracy={"pgd20": {"ce": 0.6, "ce+cas": 0.2}, "pgd-st": {"ce+cas": 0.1}})
+    assert evaluation.attack_accuracy(plain, "pgd20") == 0.4
+    assert evaluation.attack_accuracy(plain, "pgd-st", "ce+cas") == 0.3
+    assert evaluation.attack_accuracy(cas, "pgd20") == 0.2 and evaluation.attack_accuracy(cas, "pgd20", "ce") == 0.6
+    assert evaluation.attack_accuracy(cas.accuracy, "pgd-st") == 0.1  # the accuracy dict alone works too
+    assert evaluation.attack_accuracy(plain, "cw") is None
+    assert evaluation.attack_accuracy(cas, "pgd-st", "ce") is None  # ce never stands for ce+cas the other way

@@ -108,3 +108,19 @@ def test_checkers_leave_the_global_rng_alone(capsys):
     exercises.check_cas_mask(lambda m, f, y: m(f, y))
     assert torch.equal(state, torch.get_rng_state())
     capsys.readouterr()
+
+
+def test_cas_gains_checker_answers_a_non_number_in_one_line(capsys):
+    from cas_edu.evaluation import EvaluationReport
+
+    def report(worst, cas):
+        return EvaluationReport(eps=0.1, n_examples=10, has_cas=cas,
+                                accuracy={"natural": {"ce": 1.0}, "pgd20": {"ce": worst}})
+
+    reports = {"pgd_at": report(0.4, False), "pgd_at+cas": report(0.5, True)}
+    assert exercises.check_cas_gains(lambda r: {"AT": 10.0}, reports)
+    assert _one_line(capsys).startswith("✓ Right:")
+    assert exercises.check_cas_gains(lambda r: {"AT": "ten"}, reports) is False
+    assert _one_line(capsys).startswith("✗ Not yet: every gain must be a number")
+    assert exercises.check_cas_gains(lambda r: {"AT": -10.0}, reports) is False
+    assert "sign is flipped" in _one_line(capsys)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import untrained_checkpoint
+
 from cas_edu import cli, data, pipeline, run_folder
 from cas_edu.evaluation import EvaluationReport
 from cas_edu.presets import make_config
@@ -112,17 +114,12 @@ def test_eval_examples():
 
 def _save_run(folder, seed):
     """A run folder whose best.pt and checkpoint.pt hold different weights (seeds ``seed`` and ``seed + 1``)."""
-    from cas_edu.checkpoint import model_spec, save_checkpoint
-    from cas_edu.models import build
+    from cas_edu.checkpoint import save_checkpoint
 
-    config = make_config("digits", method="pgd_at", cas=seed % 2 == 1, device="cpu", seed=0)
     models = {}
     for name, s in (("best.pt", seed), ("checkpoint.pt", seed + 1)):
-        torch.manual_seed(s)
-        model = build("small_cnn", num_classes=10, in_channels=1, cas=config.cas).eval()
-        save_checkpoint(folder / name, {"config": config.to_dict(), "model_spec": model_spec("small_cnn", 10, 1, model),
-                                        "model_state": model.state_dict(), "epoch": 1})
-        models[name] = model
+        payload, models[name] = untrained_checkpoint(cas=seed % 2 == 1, init_seed=s, method="pgd_at", device="cpu")
+        save_checkpoint(folder / name, payload)
     return models
 
 
@@ -198,3 +195,51 @@ def test_the_straight_through_column_shows_cas_and_plain_models():
     headers, rows = pipeline.results_rows({"pgd_at": plain, "pgd_at+cas": cas})
     column = headers.index("PGD-100×5 straight-through")
     assert [row[column] for row in rows] == ["90.0", "80.0"]
+
+
+def _train_parser():
+    return next(a for a in cli.build_parser()._actions if a.dest == "command").choices["train"]
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    dict(epochs=3, attack_steps=2, eps=8 / 255, seed=7, device="cpu", data_root="/data/my datasets"),
+    dict(batch_size=32, lr=0.05, step_size=0.01, cas_beta=1.5, val_fraction=0.0, amp="bf16", channels_last="off"),
+])
+@pytest.mark.parametrize("cas", [False, True])
+def test_cli_command_parses_back_into_the_same_config_with_the_real_parser(overrides, cas):
+    import shlex
+
+    config = make_config("digits", "small_cnn", "trades", cas, "fast", **overrides)
+    command = pipeline.cli_command(config, "runs/a b")
+    words = shlex.split(command)
+    assert words[:4] == ["python", "-m", "cas_edu", "train"]
+    known = set(_train_parser()._option_string_actions)
+    assert [w for w in words if w.startswith("--") and w not in known] == []  # every flag is the parser's own
+    args = cli.build_parser().parse_args(words[3:])
+    assert cli.config_from_args(args).to_dict() == config.to_dict()
+    assert args.out == "runs/a b"
+
+
+def test_cli_command_refuses_a_config_the_command_line_cannot_write():
+    config = make_config("digits", momentum=0.5)
+    with pytest.raises(ValueError, match="momentum"):
+        pipeline.cli_command(config, "runs/x")
+
+
+def test_profiles_live_in_presets_and_the_checker_in_exercises():
+    from cas_edu import exercises, presets
+
+    assert pipeline.get_profile is presets.get_profile and pipeline.PROFILES is presets.PROFILES
+    assert pipeline.Profile is presets.Profile and pipeline.SUITE_METHODS == presets.SUITE_METHODS
+    assert pipeline.check_cas_gains is exercises.check_cas_gains
+    with pytest.raises(AttributeError):
+        pipeline.no_such_name  # noqa: B018
+
+
+def test_results_table_is_the_markdown_table_of_its_rows(reports):
+    from cas_edu.tables import markdown_table
+
+    headers, rows = pipeline.results_rows(reports)
+    table = pipeline.results_table(reports)
+    assert table.startswith(markdown_table(headers, [pipeline.results_counts(reports)] + rows) + "\n")
