@@ -11,7 +11,7 @@ What it measures
     * ``ActivationExplorer`` (notebook 02), ε slider, class picker and model toggle, after its one-off
       precompute (PGD for every model and slider ε), which is timed and reported separately;
     * ``ChannelExplorer`` (notebook 03), class picker and ε slider on the PGD-AT+CAS model, after its
-      one-off ``channels.channel_data`` precompute (also reported separately).
+      one-off ``activations.channel_data`` precompute (also reported separately).
 
     No frontend is attached, so the time is Python-side work: attack, statistics, figure serialisation.
 
@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, verdict, write_json  # noqa: E402
 
-from cas_edu import channels, data, presets, training, widgets  # noqa: E402
+from cas_edu import activations, data, presets, training, widgets  # noqa: E402
 
 TARGET_MS = 100.0
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Notebook 03: precompute once (the grid of notebook 03), then every change indexes the cache.
     started = time.perf_counter()
-    channel_data = channels.channel_data(notebook_cas_model(ds, Path(args.runs)), x, y, [0.0, 0.05, 0.1, 0.2, 0.3],
+    channel_data = activations.channel_data(notebook_cas_model(ds, Path(args.runs)), x, y, [0.0, 0.05, 0.1, 0.2, 0.3],
                                          seed=0)
     channel_precompute_s = time.perf_counter() - started
     channel_explorer = widgets.ChannelExplorer(channel_data, ds.classes, class_id=0, eps=0.1)

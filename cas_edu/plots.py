@@ -1,77 +1,98 @@
-"""Static plotly figures for the notebooks: every builder returns a ``go.Figure`` with a title, axis labels and a legend."""
+"""Static plotly figures of already computed data, and the palette and traces the widgets share.
+
+Nothing here attacks or trains: every function draws what :mod:`cas_edu.evaluation`, :mod:`cas_edu.activations`,
+:mod:`cas_edu.training` or :mod:`cas_edu.widgets` computed. Every figure has a title, axis labels and a legend.
+
+- Palette: :data:`KIND_COLORS` (natural blue, adversarial red), :data:`RUN_COLORS` (one per model or run; CAS
+  runs dashed in their method's colour), :data:`MASK_COLORS` (kept / suppressed channels), :data:`DIVERGING`
+  (perturbations: blue −, white 0, red +).
+- Traces: :func:`image_trace` (one image), :func:`magnitude_traces` (Figure 1), :func:`count_traces` (Figure 2).
+- Figures: accuracy against ε (:func:`accuracy_vs_eps_figure`), images (:func:`image_grid_figure`), the paper's
+  Figures 1 and 2 (:func:`magnitude_figure`, :func:`count_figure`, both for one model: :func:`activation_figure`),
+  training curves, accuracy under each attack, what the next layer sees (:func:`suppression_figure`), and the
+  widgets' figures (:func:`epsilon_figure`, :func:`channel_mask_figure`); :func:`summary_table` as text.
+"""
 from __future__ import annotations
 
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 import plotly.graph_objects as go
-
-# --- notebooks 01-02 ---
-from typing import Mapping, Sequence
-
 import torch
 from plotly.subplots import make_subplots
-from torch import nn
 
-from . import attacks as _attacks
-from .activations import ActivationComparison
+from .activations import ActivationComparison, ChannelData, class_mean_activations
+from .evaluation import ATTACKS, attack_accuracy, attack_entry, column_label
+from .evaluation import robustness_curve  # deprecated alias (moved to cas_edu.evaluation), kept for one release
+from .tables import text_table
 
-_KIND_COLORS = {"natural": "#1f77b4", "adversarial": "#d62728"}
+__all__ = ["DIVERGING", "KIND_COLORS", "MASK_COLORS", "RUN_COLORS", "accuracy_vs_eps_figure", "activation_figure",
+           "channel_mask_figure", "count_figure", "count_traces", "epsilon_figure", "image_grid_figure",
+           "image_trace", "magnitude_figure", "magnitude_traces", "mask_bars", "robustness_comparison_figure",
+           "robustness_curve", "summary_table", "suppression_figure", "training_curves_figure"]
+
+#: Natural examples blue, adversarial examples red (every figure and widget).
+KIND_COLORS = {"natural": "#1f77b4", "adversarial": "#d62728"}
+#: One colour per model or run, in order.
+RUN_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+#: Channels a CAS mask keeps (green) and suppresses (grey).
+MASK_COLORS = {"kept": "#2ca02c", "suppressed": "#7f7f7f"}
 #: Blue for negative, white for 0, red for positive values (perturbations).
 DIVERGING = [[0.0, "#2166ac"], [0.5, "#f7f7f7"], [1.0, "#b2182b"]]
 
-
-@torch.no_grad()
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    with _attacks.eval_mode(model):
-        return int((model(x).argmax(1) == y).sum())
+_FIGURE1_AXES = ("channel rank (each curve sorted)", "magnitude (Σ activation ÷ activated count)")
+_FIGURE2_AXES = ("channel (sorted by natural count)", "examples activating the channel")
 
 
-def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float],
-                     attacks: Sequence[str] = ("fgsm", "pgd"), steps: int = 10, batch_size: int = 512,
-                     seed: int = 0, progress: bool | None = None) -> dict:
-    """Accuracy (fractions) under FGSM (no random start) and seeded PGD-``steps`` for every ε in ``eps_values``.
+def image_trace(image: np.ndarray, name: str, bound: float | None = None) -> go.BaseTraceType:
+    """One image as a trace: H×W gray values in [0, 1] (white 0, black 1), H×W×3 uint8 RGB, or, with ``bound``,
+    signed H×W values (a perturbation) on :data:`DIVERGING` from −bound to +bound.
 
-    Returns ``{"eps": [...], "natural": float, "fgsm": [...], "pgd": [...], "steps": steps, "n": N}``;
-    the data behind :func:`accuracy_vs_eps_figure`.
+    Raises: nothing of its own.
     """
-    from tqdm.auto import tqdm
+    if image.ndim == 3:
+        return go.Image(z=image, name=name, hoverinfo="x+y+z")
+    scale = dict(zmin=0, zmax=1, colorscale="gray_r") if bound is None else \
+        dict(zmin=-bound, zmax=bound, colorscale=DIVERGING)
+    return go.Heatmap(z=image, showscale=False, name=name, **scale,
+                      hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra>" + name + "</extra>")
 
-    from .validation import check_batch_size, check_seed
 
-    unknown = [a for a in attacks if a not in ("fgsm", "pgd")]
-    if unknown:
-        raise ValueError(f"Unknown attack(s) {unknown}; choose 'fgsm' and/or 'pgd'.")
-    batch_size, seed = check_batch_size(batch_size), check_seed(seed)
-    device = next(model.parameters()).device
-    batches = [(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
-    curve: dict = {"eps": [float(e) for e in eps_values], "steps": steps, "n": len(x),
-                   "natural": sum(_correct(model, xb, yb) for xb, yb in batches) / len(x)}
-    jobs = [(a, float(e)) for a in attacks for e in eps_values]
-    results: dict[str, list[float]] = {a: [] for a in attacks}
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for attack, eps in tqdm(jobs, desc="accuracy vs ε", disable=progress is False):
-            correct = 0
-            for xb, yb in batches:
-                if eps == 0:
-                    x_adv = xb
-                elif attack == "fgsm":
-                    x_adv = _attacks.fgsm(model, xb, yb, eps, random_start=False)
-                else:
-                    x_adv = _attacks.pgd(model, xb, yb, eps, steps=steps)
-                correct += _correct(model, x_adv, yb)
-            results[attack].append(correct / len(x))
-    curve.update(results)
-    return curve
+def magnitude_traces(rank: Sequence[int], natural: Sequence[float], adversarial: Sequence[float],
+                     showlegend: bool = True) -> list[go.Scatter]:
+    """The two curves of the paper's Figure 1: per-channel magnitude of natural and adversarial examples.
+
+    Raises: nothing of its own.
+    """
+    return [go.Scatter(x=rank, y=values, mode="lines", name=kind, legendgroup=kind, showlegend=showlegend,
+                       line=dict(color=KIND_COLORS[kind]))
+            for kind, values in (("natural", natural), ("adversarial", adversarial))]
+
+
+def count_traces(rank: Sequence[int], natural: Sequence[float], adversarial: Sequence[float],
+                 showlegend: bool = True) -> list[go.Bar]:
+    """The two overlaid bar series of the paper's Figure 2: how many natural / adversarial examples activate each
+    channel (draw with ``barmode="overlay"``).
+
+    Raises: nothing of its own.
+    """
+    return [go.Bar(x=rank, y=values, name=kind, legendgroup=kind, showlegend=showlegend, opacity=0.6,
+                   marker_color=KIND_COLORS[kind], marker_line_width=0)
+            for kind, values in (("natural", natural), ("adversarial", adversarial))]
 
 
 def accuracy_vs_eps_figure(curves: Mapping[str, dict] | dict, title: str = "Accuracy as the L∞ budget ε grows") -> go.Figure:
-    """Accuracy (%) against ε: a dashed natural line and one line per attack, for one curve or a ``{model: curve}`` map."""
+    """Accuracy (%) against ε: a dashed natural line and one line per attack, for one curve or a ``{model: curve}``
+    map of :func:`cas_edu.evaluation.robustness_curve` results.
+
+    Raises: nothing of its own (a curve without ``eps`` or ``natural`` raises KeyError).
+    """
     if "eps" in curves:
         curves = {"": curves}
     fig = go.Figure()
     dashes = {"fgsm": "dot", "pgd": "solid"}
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
     for i, (model_name, curve) in enumerate(curves.items()):
-        color = palette[i % len(palette)]
+        color = RUN_COLORS[i % len(RUN_COLORS)]
         prefix = f"{model_name} · " if model_name else ""
         eps = curve["eps"]
         fig.add_trace(go.Scatter(x=[min(eps), max(eps)], y=[100 * curve["natural"]] * 2, mode="lines",
@@ -88,8 +109,12 @@ def accuracy_vs_eps_figure(curves: Mapping[str, dict] | dict, title: str = "Accu
 
 def image_grid_figure(rows: Mapping[str, torch.Tensor], column_titles: Sequence[str] | None = None,
                       title: str = "Images", diverging: Sequence[str] = ()) -> go.Figure:
-    """A grid of gray-scale images: one row per entry of ``rows`` (N×1×H×W or N×H×W); rows named in ``diverging``
-    (e.g. perturbations) use a red-blue scale symmetric around 0."""
+    """A grid of gray-scale images, one row per entry of ``rows`` (the first channel of each image); rows named in
+    ``diverging`` (e.g. perturbations) use a red-blue scale symmetric around 0.
+
+    Shape: each row (N, C, H, W) or (N, H, W); rows may differ in N.
+    Raises: nothing of its own.
+    """
     names = list(rows)
     n = max(len(v) for v in rows.values())
     titles = [(column_titles[j] if column_titles and r == 0 else "") for r in range(len(names)) for j in range(n)]
@@ -98,15 +123,9 @@ def image_grid_figure(rows: Mapping[str, torch.Tensor], column_titles: Sequence[
     for r, name in enumerate(names, start=1):
         images = rows[name].detach().cpu().float()
         images = images[:, 0] if images.dim() == 4 else images
-        bound = float(images.abs().max()) or 1.0
+        bound = (float(images.abs().max()) or 1.0) if name in diverging else None
         for j in range(len(images)):
-            if name in diverging:
-                trace = go.Heatmap(z=images[j].numpy(), zmin=-bound, zmax=bound, colorscale=DIVERGING, showscale=False,
-                                   name=name, hovertemplate="%{z:.3f}<extra>" + name + "</extra>")
-            else:
-                trace = go.Heatmap(z=images[j].numpy(), zmin=0, zmax=1, colorscale="gray_r", showscale=False,
-                                   name=name, hovertemplate="%{z:.3f}<extra>" + name + "</extra>")
-            fig.add_trace(trace, row=r, col=j + 1)
+            fig.add_trace(image_trace(images[j].numpy(), name, bound), row=r, col=j + 1)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False, autorange="reversed")
     fig.update_xaxes(title_text="pixel column", row=len(names), col=1)
@@ -121,21 +140,16 @@ def _comparison_panels(comparisons: Mapping[str, ActivationComparison], title: s
     first = next(iter(comparisons.values()))
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.08,
                         shared_yaxes=not counts)
+    traces, (x_title, y_title) = (count_traces, _FIGURE2_AXES) if counts else (magnitude_traces, _FIGURE1_AXES)
     for j, name in enumerate(names, start=1):
         c = comparisons[name]
-        rank = torch.arange(1, c.natural.shape[1] + 1).numpy()
-        for kind in ("natural", "adversarial"):
-            values = getattr(c, f"{kind}_counts" if counts else f"{kind}_magnitudes").numpy()
-            common = dict(name=kind, legendgroup=kind, showlegend=j == 1, marker_color=_KIND_COLORS[kind])
-            if counts:
-                fig.add_trace(go.Bar(x=rank, y=values, opacity=0.6, marker_line_width=0, **common), row=1, col=j)
-            else:
-                fig.add_trace(go.Scatter(x=rank, y=values, mode="lines", line=dict(color=_KIND_COLORS[kind]), **common),
-                              row=1, col=j)
-        fig.update_xaxes(title_text="channel (sorted by natural count)" if counts else "channel rank (each curve sorted)",
-                         row=1, col=j)
-    fig.update_yaxes(title_text="examples activating the channel" if counts else
-                     "magnitude (Σ activation ÷ activated count)", row=1, col=1)
+        rank = np.arange(1, c.natural.shape[1] + 1)
+        curves = (c.natural_counts, c.adversarial_counts) if counts else (c.natural_magnitudes,
+                                                                           c.adversarial_magnitudes)
+        for trace in traces(rank, *(v.numpy() for v in curves), showlegend=j == 1):
+            fig.add_trace(trace, row=1, col=j)
+        fig.update_xaxes(title_text=x_title, row=1, col=j)
+    fig.update_yaxes(title_text=y_title, row=1, col=1)
     cls = "all classes" if first.class_id is None else f"class {first.class_id}"
     fig.update_layout(title=f"{title}<br><sup>{cls}, {first.n_examples} test images, PGD ε = {first.eps:.3g}, "
                             f"layer {first.layer}</sup>",
@@ -145,36 +159,63 @@ def _comparison_panels(comparisons: Mapping[str, ActivationComparison], title: s
 
 def magnitude_figure(comparisons: Mapping[str, ActivationComparison],
                      title: str = "Figure 1: channel activation magnitude, natural vs adversarial") -> go.Figure:
-    """The paper's Figure 1 for each model: per-channel magnitude, natural and adversarial curves each sorted descending."""
+    """The paper's Figure 1 for each model: per-channel magnitude, natural and adversarial curves each sorted
+    descending (one panel per :class:`cas_edu.activations.ActivationComparison`).
+
+    Raises: StopIteration when ``comparisons`` is empty.
+    """
     return _comparison_panels(comparisons, title, counts=False)
 
 
 def count_figure(comparisons: Mapping[str, ActivationComparison],
                  title: str = "Figure 2: how many examples activate each channel") -> go.Figure:
-    """The paper's Figure 2 for each model: per-channel activation counts, channels sorted by the natural count."""
+    """The paper's Figure 2 for each model: per-channel activation counts, channels sorted by the natural count
+    (one panel per :class:`cas_edu.activations.ActivationComparison`).
+
+    Raises: StopIteration when ``comparisons`` is empty.
+    """
     return _comparison_panels(comparisons, title, counts=True)
 
 
+def activation_figure(comparison: ActivationComparison, title: str = "") -> go.Figure:
+    """The paper's Figures 1 and 2 side by side for one model: traces 0-1 the magnitude curves (natural,
+    adversarial), traces 2-3 the count bars (the activation explorer writes its views into them).
+
+    Raises: nothing of its own.
+    """
+    rank = np.arange(1, comparison.natural.shape[1] + 1)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("Figure 1: magnitude per channel (each curve sorted)",
+                                        "Figure 2: activation count (sorted by natural)"))
+    for trace in magnitude_traces(rank, comparison.natural_magnitudes.numpy(),
+                                  comparison.adversarial_magnitudes.numpy()):
+        fig.add_trace(trace, row=1, col=1)
+    for trace in count_traces(rank, comparison.natural_counts.numpy(), comparison.adversarial_counts.numpy(),
+                              showlegend=False):
+        fig.add_trace(trace, row=1, col=2)
+    for col, (x_title, y_title) in enumerate((_FIGURE1_AXES, _FIGURE2_AXES), start=1):
+        fig.update_xaxes(title_text=x_title, row=1, col=col)
+        fig.update_yaxes(title_text=y_title, row=1, col=col)
+    fig.update_layout(height=380, width=1000, barmode="overlay", bargap=0, margin=dict(l=60, r=20, t=80, b=50),
+                      legend=dict(title="examples", x=1.0, y=1.0), title=dict(text=title, x=0.01))
+    return fig
+
+
 def summary_table(comparisons: Mapping[str, ActivationComparison], digits: int = 3) -> str:
-    """A plain-text table of ``ActivationComparison.summary()`` per model (rows: quantities, columns: models)."""
+    """A plain-text table of ``ActivationComparison.summary()`` per model (rows: quantities, columns: models).
+
+    Raises: nothing of its own.
+    """
     summaries = {name: c.summary() for name, c in comparisons.items()}
     rows = [("examples", "n_examples", 0), ("mean activation adv ÷ nat", "magnitude_ratio", digits),
             ("channel entropy, natural", "natural_entropy", digits),
             ("channel entropy, adversarial", "adversarial_entropy", digits),
             ("fraction activated, natural", "natural_fraction_activated", digits),
             ("fraction activated, adversarial", "adversarial_fraction_activated", digits)]
-    width = max(len(r[0]) for r in rows)
-    columns = [max(10, len(name) + 2) for name in summaries]
-    lines = ["quantity".ljust(width) + "".join(f"{name:>{w}}" for name, w in zip(summaries, columns))]
-    for label, key, nd in rows:
-        lines.append(label.ljust(width) + "".join(f"{s[key]:>{w}.{nd}f}" for s, w in zip(summaries.values(), columns)))
-    return "\n".join(lines)
+    body = [[label] + [f"{s[key]:.{nd}f}" for s in summaries.values()] for label, key, nd in rows]
+    return text_table(["quantity", *summaries], body, gap=2, rule=False, min_widths=[0] + [8] * len(summaries))
 
 
-# --- notebooks 03-04 ---
-from .channels import ChannelData as _ChannelData
-
-_RUN_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 _CURVES = (("train_loss", "training loss", "loss"), ("train_accuracy", "training accuracy (on the attacked batches)", "accuracy"),
            ("val_natural_accuracy", "validation accuracy, natural", "accuracy"),
            ("val_robust_accuracy", "validation accuracy under PGD", "accuracy"))
@@ -182,11 +223,14 @@ _CURVES = (("train_loss", "training loss", "loss"), ("train_accuracy", "training
 
 def _run_style(name: str, index: int) -> dict:
     """CAS runs dashed, in the colour of their method's run without CAS."""
-    return dict(color=_RUN_COLORS[index % len(_RUN_COLORS)], dash="dash" if name.lower().endswith("+cas") else "solid")
+    return dict(color=RUN_COLORS[index % len(RUN_COLORS)], dash="dash" if name.lower().endswith("+cas") else "solid")
 
 
 def training_curves_figure(histories: Mapping[str, Sequence[Mapping]], title: str = "Training curves") -> go.Figure:
-    """Loss, training accuracy, validation natural and PGD accuracy per epoch, one line per run (CAS runs dashed)."""
+    """Loss, training accuracy, validation natural and PGD accuracy per epoch, one line per run (CAS runs dashed).
+
+    Raises: ValueError when ``histories`` is empty.
+    """
     if not histories:
         raise ValueError("histories is empty; pass {run name: history list} from training.train_or_load.")
     fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t, _ in _CURVES], horizontal_spacing=0.1,
@@ -212,39 +256,42 @@ def training_curves_figure(histories: Mapping[str, Sequence[Mapping]], title: st
     return fig
 
 
-#: Bars of the robustness comparison: (attack, objective, label).
-_ROBUSTNESS_BARS = (("natural", "ce", "natural"), ("fgsm", "ce", "FGSM"), ("fgsm", "ce+cas", "FGSM adaptive"),
-                    ("pgd20", "ce", "PGD-20 main head"), ("pgd20", "ce+cas", "PGD-20 adaptive (ce+cas)"),
-                    ("cw", "ce", "CW∞ main head"), ("cw", "ce+cas", "CW∞ adaptive"),
-                    ("square", "ce", "Square (black-box)"), ("autoattack", "ce", "AutoAttack"))
-
-
 def robustness_comparison_figure(reports: Mapping[str, object], title: str = "Accuracy under each attack") -> go.Figure:
-    """Grouped bars: one group per attack (and objective), one bar per model; accepts EvaluationReports or their
-    ``accuracy`` dicts. A model without CAS has no separate adaptive attack, so its main-head value stands in."""
+    """Grouped bars: one group per attack of :data:`cas_edu.evaluation.ATTACKS` that some report ran (white-box
+    attacks once per objective, labelled by :func:`cas_edu.evaluation.column_label`), one bar per model; accepts
+    EvaluationReports or their ``accuracy`` dicts. A model without CAS has no separate adaptive attack, so its
+    main-head value stands in (:func:`cas_edu.evaluation.attack_accuracy`).
+
+    Raises: ValueError when ``reports`` is empty.
+    """
     if not reports:
         raise ValueError("reports is empty; pass {model name: evaluation report}.")
     accuracy = {name: getattr(r, "accuracy", r) for name, r in reports.items()}
-    bars = [(a, o, label) for a, o, label in _ROBUSTNESS_BARS if any(o in acc.get(a, {}) for acc in accuracy.values())]
+    bars = [(attack, objective) for attack in ATTACKS for objective in
+            (("ce", "ce+cas") if attack_entry(attack).white_box else (attack_entry(attack).cas_objective,))
+            if any(objective in acc.get(attack, {}) or (acc.get(attack) and not attack_entry(attack).white_box)
+                   for acc in accuracy.values())]
+    labels = [column_label(attack, objective) for attack, objective in bars]
     fig = go.Figure()
     for i, (name, acc) in enumerate(accuracy.items()):
-        values = []
-        for attack, objective, _ in bars:
-            by = acc.get(attack, {})
-            value = by.get(objective, by.get("ce") if objective == "ce+cas" else None)
-            values.append(None if value is None else 100 * value)
-        fig.add_trace(go.Bar(x=[label for _, _, label in bars], y=values, name=name,
-                             marker_color=_RUN_COLORS[i % len(_RUN_COLORS)],
+        values = [attack_accuracy(acc, attack, objective) for attack, objective in bars]
+        values = [None if v is None else 100 * v for v in values]
+        fig.add_trace(go.Bar(x=labels, y=values, name=name, marker_color=RUN_COLORS[i % len(RUN_COLORS)],
                              text=[None if v is None else f"{v:.0f}" for v in values], textposition="outside"))
     fig.update_layout(title=title, barmode="group", xaxis_title="attack (objective)", yaxis_title="accuracy (%)",
                       yaxis_range=[0, 105], legend_title="model", height=460, width=980)
     return fig
 
 
-def suppression_figure(data: Mapping[str, _ChannelData], class_id: int, eps: float,
+def suppression_figure(data: Mapping[str, ChannelData], class_id: int, eps: float,
                        title: str = "What the next layer sees: natural vs adversarial channel activations") -> go.Figure:
-    """Per model, the mean channel activations of class ``class_id`` (natural vs PGD at ε) as the next layer
-    receives them; CAS models get two panels, before and after the mask. Channels sorted by the natural value."""
+    """Per model, the mean channel activations of class ``class_id`` (natural vs PGD at the precomputed ε nearest
+    to ``eps``) as the next layer receives them; CAS models get two panels, before and after the mask. Channels
+    sorted by the natural value (:func:`cas_edu.activations.class_mean_activations`).
+
+    Units: eps in pixel units of [0, 1] (L∞).
+    Raises: nothing of its own.
+    """
     panels = []
     for name, d in data.items():
         if d.has_cas:
@@ -252,22 +299,87 @@ def suppression_figure(data: Mapping[str, _ChannelData], class_id: int, eps: flo
         else:
             panels.append((f"{name}: block output (no mask)", d, "pre"))
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.06)
-    colors = {"natural": "#1f77b4", "adversarial": "#d62728"}
     n_examples = 0
     for j, (_, d, stage) in enumerate(panels, start=1):
-        e = d.nearest_eps(eps)
-        keep = d.y == class_id
-        n_examples = int(keep.sum())
-        natural = (d.natural_pre if stage == "pre" else d.natural_post)[keep].mean(0)
-        adversarial = (d.adversarial_pre[e] if stage == "pre" else d.adversarial_post[e])[keep].mean(0)
+        means = class_mean_activations(d, class_id, eps)
+        n_examples = means["n_examples"]
+        natural, adversarial = means[f"natural_{stage}"], means[f"adversarial_{stage}"]
         order = torch.argsort(natural, descending=True)
         rank = list(range(1, len(order) + 1))
-        for kind, values in (("natural", natural), ("adversarial", adversarial)):
-            fig.add_trace(go.Bar(x=rank, y=values[order].numpy(), name=f"{kind} examples", legendgroup=kind,
-                                 showlegend=j == 1, marker_color=colors[kind], opacity=0.6, marker_line_width=0),
-                          row=1, col=j)
+        for trace in count_traces(rank, natural[order].numpy(), adversarial[order].numpy(), showlegend=j == 1):
+            fig.add_trace(trace.update(name=f"{trace.name} examples"), row=1, col=j)
         fig.update_xaxes(title_text="channel (sorted by natural activation)", row=1, col=j)
     fig.update_yaxes(title_text="mean activation (after the mask: × w)", row=1, col=1)
     fig.update_layout(title=f"{title}<br><sup>class {class_id}, {n_examples} test images, PGD ε = {eps:.3g}</sup>",
                       barmode="overlay", bargap=0, legend_title="examples", height=420, width=330 * len(panels) + 120)
+    return fig
+
+
+def epsilon_figure(view: Mapping[str, Any], classes: Sequence[str], eps_max: float, title: str = "") -> go.Figure:
+    """The ε explorer's figure for one view of :func:`cas_edu.widgets.epsilon_view`: clean image, perturbation δ
+    (on :data:`DIVERGING`, ±``eps_max``), adversarial image, and both class-probability bars (traces 0-4 in that
+    order).
+
+    Raises: nothing of its own (a view missing a key raises KeyError).
+    """
+    fig = make_subplots(rows=1, cols=4, column_widths=[0.19, 0.19, 0.19, 0.43], horizontal_spacing=0.06,
+                        subplot_titles=("clean x", "perturbation δ = x_adv − x", "adversarial x_adv",
+                                        "class probabilities"))
+    fig.add_trace(image_trace(view["clean"], "clean"), row=1, col=1)
+    fig.add_trace(image_trace(view["perturbation"], "δ", bound=eps_max).update(
+        showscale=True, colorbar=dict(title="δ", orientation="h", x=0.294, xanchor="center", y=-0.06, yanchor="top",
+                                      len=0.16, thickness=8)), row=1, col=2)
+    fig.add_trace(image_trace(view["adversarial"], "adversarial"), row=1, col=3)
+    for name, key, kind in (("clean", "probs_clean", "natural"), ("adversarial", "probs_adversarial", "adversarial")):
+        fig.add_trace(go.Bar(x=list(classes), y=view[key], name=name, marker_color=KIND_COLORS[kind]), row=1, col=4)
+    for col in (1, 2, 3):
+        fig.update_xaxes(showticklabels=False, title_text="pixel column" if col == 1 else None, row=1, col=col)
+        fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=f"x{col if col > 1 else ''}",
+                         title_text="pixel row" if col == 1 else None, row=1, col=col)
+    fig.update_xaxes(title_text="class", type="category", row=1, col=4)
+    fig.update_yaxes(title_text="probability", range=[0, 1.02], row=1, col=4)
+    fig.update_layout(height=380, width=1000, barmode="group", margin=dict(l=40, r=20, t=80, b=90),
+                      legend=dict(title="input", orientation="h", x=0.65, y=-0.25), title=dict(text=title, x=0.01))
+    return fig
+
+
+def mask_bars(mask: Sequence[float], suppressed: Sequence[bool]) -> tuple[list, list]:
+    """The y values of the kept and of the suppressed mask-weight bars of :func:`channel_mask_figure`:
+    ``(kept, suppressed)``, each None where the other series has the channel.
+
+    Raises: nothing of its own.
+    """
+    return ([None if f else float(v) for v, f in zip(mask, suppressed)],
+            [float(v) if f else None for v, f in zip(mask, suppressed)])
+
+
+def channel_mask_figure(view: Mapping[str, Any], title: str = "") -> go.Figure:
+    """The channel explorer's figure for one class (:func:`cas_edu.activations.suppression_summary`): its CAS mask
+    weights per channel (suppressed channels grey), then its mean natural and adversarial activations before and
+    after the mask, channels sorted by the weight. Traces: 0 kept bars, 1 suppressed bars, 2-3 before the mask
+    (natural, adversarial), 4-5 after it.
+
+    Raises: nothing of its own (a view missing a key raises KeyError).
+    """
+    rank = list(range(1, len(view["mask"]) + 1))
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("mask weights W[k] of the class (the CAS mask)",
+                                        "mean activation before the mask (what the block computes)",
+                                        "mean activation after the mask (what the next layer sees)"))
+    kept, suppressed = mask_bars(view["mask"], view["suppressed"])
+    fig.add_trace(go.Bar(x=rank, y=kept, name="kept channel (w > 5% of max)", marker_color=MASK_COLORS["kept"],
+                         legendgroup="mask"), row=1, col=1)
+    fig.add_trace(go.Bar(x=rank, y=suppressed, name="suppressed channel (w ≤ 5% of max)",
+                         marker_color=MASK_COLORS["suppressed"], legendgroup="mask"), row=1, col=1)
+    for r, stage in ((2, "pre"), (3, "post")):
+        for kind in ("natural", "adversarial"):
+            fig.add_trace(go.Scatter(x=rank, y=np.asarray(view[f"{kind}_{stage}"]), mode="lines",
+                                     name=f"{kind} examples", legendgroup=kind, showlegend=r == 2,
+                                     line=dict(color=KIND_COLORS[kind], width=1.5)), row=r, col=1)
+    fig.update_yaxes(title_text="weight", row=1, col=1)
+    fig.update_yaxes(title_text="activation", row=2, col=1)
+    fig.update_yaxes(title_text="activation × w", row=3, col=1)
+    fig.update_xaxes(title_text="channel, sorted by the class's mask weight (largest first)", row=3, col=1)
+    fig.update_layout(height=640, width=950, barmode="overlay", bargap=0.1, legend_title="channels / examples",
+                      margin=dict(l=60, r=20, t=90, b=50), title=dict(text=title, x=0.01))
     return fig

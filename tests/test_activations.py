@@ -165,9 +165,10 @@ def test_compare_eps_zero_identical():
     assert comparison.layer == "block3"
 
 
-def test_compare_positive_eps_changes_activations_and_curves_are_consistent():
+def _trained_cas_model() -> torch.nn.Module:
+    """A CAS model after a few SGD steps on random images with labels 0-2 (a loss PGD can climb), in training
+    mode."""
     model = _model(cas=True)
-    # a few steps of training so the attack has a meaningful loss to ascend
     x, y = _data(32)
     y = y % 3
     optimiser = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -177,6 +178,13 @@ def test_compare_positive_eps_changes_activations_and_curves_are_consistent():
         out = model.forward_details(x, y)
         (F.cross_entropy(out.logits, y) + sum(F.cross_entropy(a, y) for a in out.aux_logits)).backward()
         optimiser.step()
+    return model
+
+
+def test_compare_positive_eps_changes_activations_and_curves_are_consistent():
+    model = _trained_cas_model()  # in training mode, with a meaningful loss to ascend
+    x, y = _data(32)
+    y = y % 3
     torch.manual_seed(3)
     comparison = A.compare_activations(model, x, y, eps=0.3, steps=3, batch_size=20)
     assert model.training
@@ -237,9 +245,7 @@ def test_compare_validates_eps_and_layer():
 
 @pytest.fixture
 def recorded_pgd(monkeypatch):
-    """Replace PGD in activations and channels by a recorder that returns the images unchanged."""
-    from cas_edu import channels
-
+    """Replace PGD in activations (compare_activations and channel_data) by a recorder returning the images."""
     calls = []
 
     def fake_pgd(model, x, y, eps, **kwargs):
@@ -247,20 +253,19 @@ def recorded_pgd(monkeypatch):
         return x.clone()
 
     monkeypatch.setattr(A, "pgd", fake_pgd)
-    monkeypatch.setattr(channels, "pgd", fake_pgd)
     return calls
 
 
 @pytest.mark.parametrize("cas, objective", [(True, "ce+cas"), (False, "ce")])
 def test_statistics_default_to_the_official_figure_attack(recorded_pgd, cas, objective):
     """PGD-20, step 0.003 at ε = 8/255 (scaled with ε), random start; adaptive ce+cas on CAS models."""
-    from cas_edu import channels, widgets
+    from cas_edu import widgets
 
     model = _model(cas=cas)
     x, y = _data(8)
     eps = 0.1
     comparison = A.compare_activations(model, x, y, eps=eps)
-    channels.channel_data(model, x, y, [0.0, eps])
+    A.channel_data(model, x, y, [0.0, eps])
     widgets.activation_view({"m": model}, x, y, eps, class_id=int(y[0]), model_name="m")
     assert len(recorded_pgd) == 3
     for call in recorded_pgd:
@@ -269,3 +274,105 @@ def test_statistics_default_to_the_official_figure_attack(recorded_pgd, cas, obj
     assert A.figure_step_size(8 / 255) == pytest.approx(0.003)
     assert comparison.attack == {"name": "PGD-20", "steps": 20, "step_size": pytest.approx(0.003 * eps * 255 / 8),
                                  "objective": objective, "random_start": True}
+
+
+# --------------------------------------------------------------------------- seeds, the one layer lookup, the CAS view
+
+
+def test_compare_activations_follows_its_seed_and_leaves_the_global_rng_alone():
+    model = _model()
+    x, y = _data(8)
+    kwargs = dict(eps=0.2, steps=1, step_size=0.01)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = A.compare_activations(model, x, y, seed=3, **kwargs).adversarial
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(1)  # another global state: a seeded call must not see it
+    again = A.compare_activations(model, x, y, seed=3, **kwargs).adversarial
+    other = A.compare_activations(model, x, y, seed=4, **kwargs).adversarial
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_channel_data_follows_its_seed_and_leaves_the_global_rng_alone():
+    model = _trained_cas_model()
+    x, y = _data(12)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = A.channel_data(model, x, y, [0.0, 0.2], steps=1, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(1)
+    again = A.channel_data(model, x, y, [0.0, 0.2], steps=1, seed=3)
+    other = A.channel_data(model, x, y, [0.0, 0.2], steps=1, seed=4)
+    assert torch.equal(first.adversarial_pre[0.2], again.adversarial_pre[0.2])
+    assert not torch.equal(first.adversarial_pre[0.2], other.adversarial_pre[0.2])
+    assert torch.equal(first.adversarial_pre[0.0], first.natural_pre)
+
+
+def test_resolve_layer_is_the_one_layer_lookup():
+    from cas_edu import channels
+
+    plain, cas2 = _model(), _model(cas=True, cas_layers=["block2"])
+    assert A.resolve_layer(plain) == "block3" and A.resolve_layer(plain, "block1") == "block1"
+    assert A.resolve_layer(cas2) == "block3" and A.resolve_layer(cas2, cas_first=True) == "block2"
+    assert A.cas_layer(cas2) == "block2" and A.cas_layer(cas2, "block1") == "block1" and A.cas_layer(plain) == "block3"
+    assert A.resolve_layer(torch.nn.Sequential(torch.nn.Identity(), cas2), cas_first=True) == "block2"
+    torch.manual_seed(0)
+    resnet = build("resnet18", in_channels=1)
+    assert A.resolve_layer(resnet, "layer4") == "layer4_1" and A.resolve_layer(resnet) == "layer4_1"
+    with pytest.raises(ValueError, match="classifier"):
+        A.resolve_layer(torch.nn.Linear(4, 2))
+    # the captured layer is the resolved one, and the deprecated module hands out the same functions
+    x, _ = _data(4)
+    assert A.masked_channel_activations(cas2, x)[0].shape == (4, 64)  # block2: the CAS layer
+    assert A.channel_activations(cas2, x).shape == (4, 128)  # block3: the default activation layer
+    assert channels.cas_layer is A.cas_layer and channels.channel_data is A.channel_data
+
+
+def _hand_channel_data() -> A.ChannelData:
+    """Two classes, three channels, four examples; the numbers of test_suppression_summary_by_hand."""
+    weight = torch.tensor([[1.0, 0.02, -0.5], [0.1, 0.9, 0.3]])
+    natural = torch.tensor([[2.0, 1.0, 1.0], [4.0, 3.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    adversarial = torch.tensor([[2.0, 2.0, 2.0], [2.0, 4.0, 2.0], [9.0, 9.0, 9.0], [9.0, 9.0, 9.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    return A.ChannelData(layer="block3", eps_values=[0.0, 0.1], y=y, weight=weight, natural_pre=natural,
+                         natural_post=natural * weight[y], natural_mask_class=torch.tensor([0, 0, 1, 0]),
+                         natural_pred=torch.tensor([0, 1, 1, 1]),
+                         adversarial_pre={0.0: natural, 0.1: adversarial},
+                         adversarial_post={0.0: natural * weight[y], 0.1: adversarial * weight[y]},
+                         adversarial_mask_class={0.0: torch.tensor([0, 0, 1, 0]), 0.1: torch.tensor([1, 0, 0, 0])},
+                         adversarial_pred={0.0: torch.tensor([0, 1, 1, 1]), 0.1: torch.tensor([1, 1, 1, 1])})
+
+
+def test_suppression_summary_by_hand():
+    data = _hand_channel_data()
+    means = A.class_mean_activations(data, 0, 0.12)  # nearest precomputed ε: 0.1
+    assert means["eps"] == 0.1 and means["n_examples"] == 2
+    assert means["natural_pre"].tolist() == [3.0, 2.0, 1.0] and means["adversarial_pre"].tolist() == [2.0, 3.0, 2.0]
+    assert A.class_mean_activations(data, 0, 0.02)["adversarial_pre"].tolist() == [3.0, 2.0, 1.0]  # ε = 0: natural
+    s = A.suppression_summary(data, 0, 0.12)
+    assert s["order"].tolist() == [0, 1, 2]
+    assert s["suppressed"].tolist() == [False, True, True]  # 0.02 ≤ 5 % of 1.0, −0.5 < 0
+    assert s["accuracy_natural"] == 0.5 and s["accuracy_adversarial"] == 0.0
+    assert s["right_mask_natural"] == 1.0 and s["right_mask_adversarial"] == 0.5
+    assert s["suppressed_share_natural"] == pytest.approx(3 / 6)
+    assert s["suppressed_share_adversarial"] == pytest.approx(5 / 7)
+    assert s["pre_mask_change"] == pytest.approx(3 / 6)
+    assert s["natural_post"].tolist() == pytest.approx([3.0, 0.04, -0.5])
+    other = A.suppression_summary(data, 1, 0.1)  # class 1's row orders the channels 1, 2, 0
+    assert other["order"].tolist() == [1, 2, 0] and other["natural_pre"].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="class_id"):
+        A.suppression_summary(data, 2, 0.1)
+    data.weight = None
+    with pytest.raises(ValueError, match="CAS"):
+        A.suppression_summary(data, 0, 0.1)
+
+
+def test_class_comparison_keeps_one_class():
+    model = _model()
+    x, y = _data(30)
+    full = A.compare_activations(model, x, y, eps=0.0)
+    three = A.class_comparison(full, y, 3)
+    assert three.class_id == 3 and torch.equal(three.natural, full.natural[y == 3])
+    with pytest.raises(ValueError, match="No example"):
+        A.class_comparison(full, torch.zeros_like(y), 3)

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from cas_edu import channels, data, models, plots, widgets
+from cas_edu import activations, evaluation, models, plots, widgets
 
 EPS_GRID = [0.0, 0.05, 0.3]
 
 
 @pytest.fixture(scope="module")
-def digits():
-    ds = data.load("digits")
-    return ds.test.x[:150], ds.test.y[:150], ds.classes
+def examples(digits):
+    """The first 150 test digits (conftest's ``digits``): images, labels, class names."""
+    return digits.test.x[:150], digits.test.y[:150], digits.classes
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +23,9 @@ def cas_model():
 
 
 @pytest.fixture(scope="module")
-def cas_data(cas_model, digits):
-    x, y, _ = digits
-    return channels.channel_data(cas_model, x, y, EPS_GRID, steps=3, seed=0)
+def cas_data(cas_model, examples):
+    x, y, _ = examples
+    return activations.channel_data(cas_model, x, y, EPS_GRID, steps=3, seed=0)
 
 
 def _bars(explorer):
@@ -33,8 +33,8 @@ def _bars(explorer):
     return np.array([k if k is not None else s for k, s in zip(kept, suppressed)], dtype=float)
 
 
-def test_changing_the_class_shows_that_class_weight_row(cas_data, cas_model, digits):
-    explorer = widgets.ChannelExplorer(cas_data, digits[2], class_id=0, eps=0.05)
+def test_changing_the_class_shows_that_class_weight_row(cas_data, cas_model, examples):
+    explorer = widgets.ChannelExplorer(cas_data, examples[2], class_id=0, eps=0.05)
     weight = cas_model.cas["block3"].classifier.weight.detach()
     for k in (3, 7):
         explorer.class_picker.value = k  # the observer runs the callback
@@ -42,7 +42,7 @@ def test_changing_the_class_shows_that_class_weight_row(cas_data, cas_model, dig
         np.testing.assert_allclose(_bars(explorer), weight[k][order].numpy(), rtol=1e-6)
         assert explorer.last_view["class_id"] == k
         assert explorer.last_view["order"] == order.tolist()
-        assert f"class {digits[2][k]}" in explorer.figure.layout.title.text
+        assert f"class {examples[2][k]}" in explorer.figure.layout.title.text
     assert not np.allclose(_bars(explorer), np.sort(weight[3].numpy())[::-1])
 
 
@@ -68,9 +68,9 @@ def test_larger_eps_changes_adversarial_activations_more(cas_data):
     assert 0 < changes[0] < changes[1]
 
 
-def test_after_mask_activations_are_pre_mask_times_the_chosen_row(cas_model, digits):
-    x, _, _ = digits
-    pre, post, classes = channels.masked_channel_activations(cas_model, x[:40])
+def test_after_mask_activations_are_pre_mask_times_the_chosen_row(cas_model, examples):
+    x, _, _ = examples
+    pre, post, classes = activations.masked_channel_activations(cas_model, x[:40])
     weight = cas_model.cas["block3"].classifier.weight.detach()
     torch.testing.assert_close(post, pre * weight[classes], rtol=1e-4, atol=1e-5)
     with torch.no_grad():
@@ -78,16 +78,16 @@ def test_after_mask_activations_are_pre_mask_times_the_chosen_row(cas_model, dig
     torch.testing.assert_close(classes, aux.argmax(1))
 
 
-def test_channel_view_rejects_bad_input(cas_data, digits):
-    x, y, _ = digits
+def test_channel_view_rejects_bad_input(cas_data, examples):
+    x, y, _ = examples
     torch.manual_seed(0)
-    plain = channels.channel_data(models.build("small_cnn", in_channels=1).eval(), x[:20], y[:20], [0.0])
+    plain = activations.channel_data(models.build("small_cnn", in_channels=1).eval(), x[:20], y[:20], [0.0])
     with pytest.raises(ValueError, match="CAS"):
         widgets.channel_view(plain, 0, 0.0)
     with pytest.raises(ValueError, match="class_id"):
         widgets.channel_view(cas_data, 10, 0.0)
     with pytest.raises(ValueError, match="eps_values"):
-        channels.channel_data(models.build("small_cnn", in_channels=1, cas=True), x[:4], y[:4], [])
+        activations.channel_data(models.build("small_cnn", in_channels=1, cas=True), x[:4], y[:4], [])
 
 
 def test_nearest_precomputed_eps_is_used(cas_data):
@@ -104,8 +104,8 @@ def _has_labels(fig):
     assert any(trace.showlegend is not False and trace.name for trace in fig.data)
 
 
-def test_figures_have_titles_axis_labels_and_legends(cas_data, cas_model, digits):
-    at_data = channels.channel_data(models.build("small_cnn", in_channels=1).eval(), digits[0], digits[1], [0.0, 0.1],
+def test_figures_have_titles_axis_labels_and_legends(cas_data, cas_model, examples):
+    at_data = activations.channel_data(models.build("small_cnn", in_channels=1).eval(), examples[0], examples[1], [0.0, 0.1],
                                     steps=2)
     _has_labels(plots.suppression_figure({"AT": at_data, "AT+CAS": cas_data}, class_id=0, eps=0.05))
     history = [{"epoch": e, "train_loss": 1 / e, "train_accuracy": 0.5, "val_natural_accuracy": 0.6,
@@ -117,4 +117,25 @@ def test_figures_have_titles_axis_labels_and_legends(cas_data, cas_model, digits
     _has_labels(fig)
     assert list(fig.data[0].y) == [90.0, 50.0, 50.0]  # no CAS: the main-head value stands in for the adaptive bar
     assert list(fig.data[1].y) == [90.0, 70.0, 40.0]
-    _has_labels(widgets.ChannelExplorer(cas_data, digits[2]).figure)
+    _has_labels(widgets.ChannelExplorer(cas_data, examples[2]).figure)
+
+
+def test_suppression_figure_draws_each_class_mean_sorted_by_the_natural_one(cas_data):
+    fig = plots.suppression_figure({"AT+CAS": cas_data}, class_id=2, eps=0.04)  # nearest precomputed ε: 0.05
+    means = activations.class_mean_activations(cas_data, 2, 0.04)
+    assert means["eps"] == 0.05 and means["n_examples"] == int((cas_data.y == 2).sum())
+    for first, stage in ((0, "pre"), (2, "post")):
+        order = torch.argsort(means[f"natural_{stage}"], descending=True)
+        np.testing.assert_allclose(fig.data[first].y, means[f"natural_{stage}"][order].numpy())
+        np.testing.assert_allclose(fig.data[first + 1].y, means[f"adversarial_{stage}"][order].numpy())
+    assert not np.allclose(fig.data[0].y, fig.data[1].y)  # PGD at ε = 0.05 moved the activations
+
+
+def test_robustness_figure_takes_attacks_and_labels_from_evaluation():
+    reports = {"AT": {"natural": {"ce": 0.9}, "fgsm": {"ce": 0.6}, "pgd-st": {"ce": 0.45}},
+               "AT+CAS": {"natural": {"ce": 0.9}, "fgsm": {"ce": 0.8, "ce+cas": 0.55}, "pgd-st": {"ce+cas": 0.3}}}
+    fig = plots.robustness_comparison_figure(reports)
+    bars = [("natural", "ce"), ("fgsm", "ce"), ("fgsm", "ce+cas"), ("pgd-st", "ce+cas")]
+    assert list(fig.data[0].x) == [evaluation.column_label(a, o) for a, o in bars]
+    assert list(fig.data[0].y) == pytest.approx([90, 60, 60, 45])  # no CAS: the main-head / plain value stands in
+    assert list(fig.data[1].y) == pytest.approx([90, 80, 55, 30])

@@ -6,24 +6,20 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from cas_edu import data, plots, widgets
-from cas_edu.models import SmallCNN
+from helpers import tiny_cnn
+
+from cas_edu import plots, widgets
 
 
 @pytest.fixture(scope="module")
-def digits():
-    ds = data.load("digits")
-    return ds.test.x[:60], ds.test.y[:60], ds.classes
-
-
-def _model(seed: int) -> SmallCNN:
-    torch.manual_seed(seed)
-    return SmallCNN(num_classes=10, in_channels=1, widths=(8, 16, 16)).eval()
+def examples(digits):
+    """The first 60 test digits (conftest's ``digits``): images, labels, class names."""
+    return digits.test.x[:60], digits.test.y[:60], digits.classes
 
 
 @pytest.fixture(scope="module")
 def models():
-    return {"STD": _model(0), "AT": _model(1)}
+    return {"STD": tiny_cnn(seed=0), "AT": tiny_cnn(seed=1)}
 
 
 # --------------------------------------------------------------------------- 01: ε explorer
@@ -31,8 +27,8 @@ def models():
 
 @pytest.mark.parametrize("attack", ["fgsm", "pgd"])
 @pytest.mark.parametrize("eps", [0.0, 0.05, 0.2])
-def test_epsilon_view_respects_the_budget(digits, models, attack, eps):
-    x, y, _ = digits
+def test_epsilon_view_respects_the_budget(examples, models, attack, eps):
+    x, y, _ = examples
     v = widgets.epsilon_view(models["STD"], x[3], y[3], eps, attack)
     assert v["clean"].shape == v["adversarial"].shape == v["perturbation"].shape == (8, 8)
     assert v["linf"] <= eps + 1e-6 and 0 <= v["adversarial"].min() and v["adversarial"].max() <= 1
@@ -45,23 +41,28 @@ def test_epsilon_view_respects_the_budget(digits, models, attack, eps):
         assert v["linf"] == pytest.approx(eps, abs=1e-6)
 
 
-def test_epsilon_view_is_seeded(digits, models):
-    x, y, _ = digits
-    a = widgets.epsilon_view(models["STD"], x[0], y[0], 0.1, "pgd", seed=3)
-    b = widgets.epsilon_view(models["STD"], x[0], y[0], 0.1, "pgd", seed=3)
-    np.testing.assert_array_equal(a["adversarial"], b["adversarial"])
+def test_epsilon_view_is_seeded(examples, models):
+    """The PGD random start follows ``seed``, whatever the caller's global RNG state."""
+    x, y, _ = examples
+    adversarial = {}
+    for global_seed, seed in ((0, 3), (1, 3), (1, 4)):
+        torch.manual_seed(global_seed)
+        view = widgets.epsilon_view(models["STD"], x[0], y[0], 0.1, "pgd", seed=seed)
+        adversarial[global_seed, seed] = view["adversarial"]
+    np.testing.assert_array_equal(adversarial[0, 3], adversarial[1, 3])
+    assert not np.array_equal(adversarial[1, 3], adversarial[1, 4])
 
 
-def test_epsilon_view_rejects_bad_input(digits, models):
-    x, y, _ = digits
+def test_epsilon_view_rejects_bad_input(examples, models):
+    x, y, _ = examples
     with pytest.raises(ValueError, match="one image"):
         widgets.epsilon_view(models["STD"], x[:2], y[:2], 0.1)
     with pytest.raises(ValueError, match="Unknown attack"):
         widgets.epsilon_view(models["STD"], x[0], y[0], 0.1, "cw")
 
 
-def test_epsilon_explorer_slider_drives_the_figure(digits, models):
-    x, y, classes = digits
+def test_epsilon_explorer_slider_drives_the_figure(examples, models):
+    x, y, classes = examples
     explorer = widgets.EpsilonExplorer(models["STD"], x[:5], y[:5], classes, eps=0.02, eps_max=0.3)
     fig = explorer.figure
     assert isinstance(fig, go.FigureWidget) and len(fig.data) == 5
@@ -75,8 +76,8 @@ def test_epsilon_explorer_slider_drives_the_figure(digits, models):
     np.testing.assert_allclose(np.asarray(fig.data[4].y), explorer.last_view["probs_adversarial"])
 
 
-def test_epsilon_explorer_attack_and_example_pickers(digits, models):
-    x, y, classes = digits
+def test_epsilon_explorer_attack_and_example_pickers(examples, models):
+    x, y, classes = examples
     explorer = widgets.EpsilonExplorer(models["STD"], x[:5], y[:5], classes, eps=0.2)
     fgsm_delta = np.asarray(explorer.figure.data[1].z).copy()
     explorer.attack_picker.value = "pgd"
@@ -94,8 +95,8 @@ def test_epsilon_explorer_attack_and_example_pickers(digits, models):
 # --------------------------------------------------------------------------- 02: activation explorer
 
 
-def test_activation_view_curves(digits, models):
-    x, y, _ = digits
+def test_activation_view_curves(examples, models):
+    x, y, _ = examples
     v = widgets.activation_view(models, x, y, 0.1, class_id=int(y[0]), model_name="STD", steps=3)
     channels = 16
     for key in ("rank", "natural_magnitudes", "adversarial_magnitudes", "natural_counts", "adversarial_counts"):
@@ -109,8 +110,8 @@ def test_activation_view_curves(digits, models):
     np.testing.assert_allclose(zero["natural_magnitudes"], zero["adversarial_magnitudes"])
 
 
-def test_activation_view_caches_per_model_and_eps(digits, models):
-    x, y, _ = digits
+def test_activation_view_caches_per_model_and_eps(examples, models):
+    x, y, _ = examples
     cache: dict = {}
     for class_id in (0, 1, 2):
         widgets.activation_view(models, x, y, 0.1, class_id, "AT", steps=2, cache=cache)
@@ -121,8 +122,8 @@ def test_activation_view_caches_per_model_and_eps(digits, models):
         widgets.class_comparison(next(iter(cache.values())), torch.zeros_like(y), 3)
 
 
-def test_activation_explorer_controls_drive_the_figure(digits, models):
-    x, y, classes = digits
+def test_activation_explorer_controls_drive_the_figure(examples, models):
+    x, y, classes = examples
     explorer = widgets.ActivationExplorer(models, x, y, classes, eps=0.0, eps_max=0.1, eps_step=0.05, class_id=0,
                                           steps=3, progress=False)
     fig = explorer.figure
@@ -154,8 +155,8 @@ def _has_labels(fig: go.Figure) -> None:
     assert any(v.get("title", {}).get("text") for k, v in layout.items() if k.startswith("yaxis"))
 
 
-def test_robustness_curve_and_figure(digits, models):
-    x, y, _ = digits
+def test_robustness_curve_and_figure(examples, models):
+    x, y, _ = examples
     curve = plots.robustness_curve(models["STD"], x, y, [0.0, 0.1], steps=2, progress=False)
     assert curve["eps"] == [0.0, 0.1] and curve["n"] == len(x)
     assert curve["fgsm"][0] == curve["pgd"][0] == curve["natural"]
@@ -168,8 +169,8 @@ def test_robustness_curve_and_figure(digits, models):
         plots.robustness_curve(models["STD"], x, y, [0.1], attacks=("cw",))
 
 
-def test_activation_figures_and_table(digits, models):
-    x, y, _ = digits
+def test_activation_figures_and_table(examples, models):
+    x, y, _ = examples
     explorer = widgets.ActivationExplorer(models, x, y, [str(i) for i in range(10)], eps=0.05, eps_max=0.05,
                                           eps_step=0.05, steps=2, progress=False)
     comparisons = {name: explorer.comparison(name, 0.05, class_id=0) for name in models}
@@ -185,3 +186,65 @@ def test_activation_figures_and_table(digits, models):
                                    diverging=["δ"])
     _has_labels(grid)
     assert len(grid.data) == 6
+
+
+# --------------------------------------------------------------------------- seeds, one base class, one palette
+
+
+def test_craft_adversarial_follows_its_seed_and_leaves_the_global_rng_alone(examples, models):
+    x, y, _ = examples
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = widgets.craft_adversarial(models["STD"], x[:4], y[:4], 0.1, "pgd", steps=2, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(1)  # another global state: a seeded call must not see it
+    again = widgets.craft_adversarial(models["STD"], x[:4], y[:4], 0.1, "pgd", steps=2, seed=3)
+    other = widgets.craft_adversarial(models["STD"], x[:4], y[:4], 0.1, "pgd", steps=2, seed=4)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_epsilon_explorer_follows_its_seed(examples, models):
+    x, y, classes = examples
+    perturbation = {}
+    for global_seed, seed in ((0, 3), (1, 3), (1, 4)):
+        torch.manual_seed(global_seed)
+        explorer = widgets.EpsilonExplorer(models["STD"], x[:2], y[:2], classes, eps=0.1, attack="pgd", steps=2,
+                                           seed=seed)
+        perturbation[global_seed, seed] = np.asarray(explorer.figure.data[1].z)
+    np.testing.assert_array_equal(perturbation[0, 3], perturbation[1, 3])
+    assert not np.array_equal(perturbation[1, 3], perturbation[1, 4])
+
+
+def test_activation_view_and_explorer_follow_their_seed(examples, models):
+    x, y, classes = examples
+    views, explorers = {}, {}
+    for global_seed, seed in ((0, 3), (1, 3), (1, 4)):
+        torch.manual_seed(global_seed)
+        views[global_seed, seed] = widgets.activation_view(models, x, y, 0.1, int(y[0]), "STD", steps=1, seed=seed)
+        torch.manual_seed(global_seed)
+        explorer = widgets.ActivationExplorer({"STD": models["STD"]}, x, y, classes, eps=0.1, eps_max=0.1,
+                                              eps_step=0.1, class_id=int(y[0]), steps=1, seed=seed, progress=False)
+        explorers[global_seed, seed] = explorer.comparison("STD", 0.1).adversarial
+    np.testing.assert_array_equal(views[0, 3]["adversarial_magnitudes"], views[1, 3]["adversarial_magnitudes"])
+    assert not np.array_equal(views[1, 3]["adversarial_magnitudes"], views[1, 4]["adversarial_magnitudes"])
+    assert torch.equal(explorers[0, 3], explorers[1, 3]) and not torch.equal(explorers[1, 3], explorers[1, 4])
+
+
+def test_explorers_are_drawn_by_plots_and_share_one_base(examples, models):
+    x, y, classes = examples
+    epsilon = widgets.EpsilonExplorer(models["STD"], x[:2], y[:2], classes, eps=0.1)
+    activation = widgets.ActivationExplorer(models, x, y, classes, eps=0.05, eps_max=0.05, eps_step=0.05, steps=1,
+                                            progress=False)
+    for explorer, static in ((epsilon, plots.epsilon_figure(epsilon.last_view, classes, epsilon.eps_max)),
+                             (activation, plots.activation_figure(activation.comparison("STD", 0.05, 0)))):
+        assert isinstance(explorer, widgets.Explorer)
+        assert [t.type for t in explorer.figure.data] == [t.type for t in static.data]
+        assert explorer.figure.layout.xaxis.title.text == static.layout.xaxis.title.text
+    colors = [t.line.color for t in activation.figure.data[:2]] + [t.marker.color for t in activation.figure.data[2:]]
+    assert colors == [plots.KIND_COLORS["natural"], plots.KIND_COLORS["adversarial"]] * 2
+    assert [t.marker.color for t in epsilon.figure.data[3:]] == list(plots.KIND_COLORS.values())
+    # deprecated aliases hand out the moved functions
+    from cas_edu import activations, evaluation
+
+    assert plots.robustness_curve is evaluation.robustness_curve
+    assert widgets.class_comparison is activations.class_comparison
