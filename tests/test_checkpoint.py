@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import subset, tiny_config, untrained_checkpoint
+
 import cas_edu
 from cas_edu import checkpoint, data, run_folder, training
 from cas_edu.checkpoint import FORMAT, load_checkpoint, read_checkpoint, save_checkpoint, write_json
@@ -14,23 +16,6 @@ from cas_edu.presets import TrainConfig, make_config
 from cas_edu.training import train, train_or_load
 
 RUN_FILES = [".lock", "best.pt", "checkpoint.pt", "history.json"]  # .lock: the run folder's lock (run_folder)
-
-
-def subset(dataset: data.Dataset, n_train: int, n_val: int = 16) -> data.Dataset:
-    return data.Dataset(dataset.name, data.Split(dataset.train.x[:n_train], dataset.train.y[:n_train]),
-                        data.Split(dataset.val.x[:n_val], dataset.val.y[:n_val]), dataset.test, dataset.classes)
-
-
-def tiny_config(**overrides) -> TrainConfig:
-    values = dict(method="pgd_at", cas=True, epochs=1, device="cpu", val_examples=16, attack_steps=1,
-                  val_attack_steps=1, batch_size=64)
-    values.update(overrides)
-    return make_config("digits", **values)
-
-
-@pytest.fixture(scope="module")
-def digits() -> data.Dataset:
-    return data.load("digits")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +27,7 @@ def small(digits) -> data.Dataset:
 def run(tmp_path_factory, small):
     """A one-epoch PGD-AT + CAS run: (folder, trained model, history, config)."""
     folder = tmp_path_factory.mktemp("run")
-    config = tiny_config()
+    config = tiny_config("pgd_at", cas=True)
     model, history = train(config, out_dir=folder, dataset=small, progress=False)
     return folder, model, history, config
 
@@ -274,7 +259,7 @@ def test_train_or_load_refuses_a_different_config_unless_told_to_overwrite(run, 
 
 
 def test_train_or_load_trains_into_an_empty_folder_and_then_reuses_it(tmp_path, small, monkeypatch):
-    config = tiny_config(method="standard", cas=False)
+    config = tiny_config("standard")
     model, history = train_or_load(config, tmp_path / "new", progress=False, dataset=small)
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == RUN_FILES
     monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("retrained"))
@@ -285,12 +270,8 @@ def test_train_or_load_trains_into_an_empty_folder_and_then_reuses_it(tmp_path, 
 # --------------------------------------------------------------------------- weights that do not fit their model
 
 
-def _untrained_payload(cas: bool = True) -> dict:
-    from cas_edu.models import build
-
-    model = build("small_cnn", num_classes=10, in_channels=1, cas=cas)
-    return {"config": make_config("digits", cas=cas).to_dict(),
-            "model_spec": checkpoint.model_spec("small_cnn", 10, 1, model), "model_state": model.state_dict()}
+def _untrained_payload() -> dict:
+    return untrained_checkpoint(cas=True)[0]
 
 
 def _damaged(payload: dict, damage: str) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import socket
 import stat
 import struct
 import time
@@ -19,16 +18,7 @@ from cas_edu.data import DATASETS, Dataset, Split, default_root, load
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail loudly if anything tries to open a network connection."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("network access attempted during a data test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture

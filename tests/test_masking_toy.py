@@ -30,16 +30,10 @@ def _pgd20(model, x, y) -> float:
 
 
 @pytest.fixture(scope="module")
-def toy():
-    """A standard digits small CNN (5 epochs, a few seconds) behind a 4-level input quantiser, and 200 test digits."""
-    from cas_edu import data
-    from cas_edu.presets import make_config
-    from cas_edu.training import train
-
-    dataset = data.load("digits")
-    base, _ = train(make_config("digits", method="standard", epochs=5, device="cpu"), progress=False, dataset=dataset)
-    base.eval()
-    x, y = dataset.test.x[:SUBSET], dataset.test.y[:SUBSET]
+def toy(standard_cnn, digits):
+    """The standard digits small CNN (conftest) behind a 4-level input quantiser, and 200 test digits."""
+    base = standard_cnn
+    x, y = digits.test.x[:SUBSET], digits.test.y[:SUBSET]
     return {"base": base, "model": quantized_model(base, LEVELS).eval(), "x": x, "y": y}
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import save_untrained_run, subset, tiny_config
+
 from cas_edu import checkpoint, cli, data, evaluation, pipeline, run_folder, training
 from cas_edu.checkpoint import CheckpointWriteError, read_checkpoint, save_checkpoint, write_json
 from cas_edu.evaluation import EvaluationReport
-from cas_edu.presets import make_config
 from cas_edu.training import ResumeMismatchError, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,22 +39,6 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def digits() -> data.Dataset:
-    return data.load("digits")
-
-
-def small(ds: data.Dataset, n_train: int = 128) -> data.Dataset:
-    return data.Dataset(ds.name, data.Split(ds.train.x[:n_train], ds.train.y[:n_train]),
-                        data.Split(ds.val.x[:16], ds.val.y[:16]), ds.test, ds.classes)
-
-
-def tiny(method: str = "standard", **overrides):
-    values = dict(epochs=1, device="cpu", val_examples=16, attack_steps=1, val_attack_steps=1, batch_size=64)
-    values.update(overrides)
-    return make_config("digits", method=method, **values)
-
-
 def report(n: int = 5, attacks=("natural",)) -> EvaluationReport:
     return EvaluationReport(eps=0.1, n_examples=n, accuracy={a: {"ce": 0.5} for a in attacks})
 
@@ -71,14 +56,14 @@ def test_training_into_a_folder_holding_a_run_is_refused(tmp_path, capsys, digit
     assert str(out) in line and "--resume" in line and "--overwrite" in line
     assert {name: (out / name).read_bytes() for name in run_folder.RUN_FILES} == before
     with pytest.raises(run_folder.RunExistsError, match="overwrite=True"):  # the library refuses the same way
-        train(tiny(), out_dir=out, dataset=small(digits), progress=False)
+        train(tiny_config("standard"), out_dir=out, dataset=subset(digits, 128), progress=False)
     assert {name: (out / name).read_bytes() for name in run_folder.RUN_FILES} == before
 
 
 def test_reports_alone_also_count_as_a_run(tmp_path, digits):
     run_folder.save_report(tmp_path, report())
     with pytest.raises(run_folder.RunExistsError, match="eval/"):
-        train(tiny(), out_dir=tmp_path, dataset=small(digits), progress=False)
+        train(tiny_config("standard"), out_dir=tmp_path, dataset=subset(digits, 128), progress=False)
 
 
 def test_overwrite_deletes_the_old_run_and_its_reports_then_trains(tmp_path, capsys):
@@ -145,7 +130,7 @@ def test_a_second_training_is_refused_and_a_sigkilled_holder_does_not_block_resu
             message = one_error_line(err)
             assert "another training holds" in message and str(out) in message
         with pytest.raises(run_folder.RunLockedError):
-            train(tiny(), out_dir=out, dataset=small(digits), progress=False, resume=True)
+            train(tiny_config("standard"), out_dir=out, dataset=subset(digits, 128), progress=False, resume=True)
         assert read_checkpoint(out / "checkpoint.pt")["epoch"] == 1
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -230,20 +215,21 @@ def test_more_epochs_continue_a_step_schedule(tmp_path, capsys):
 
 
 def test_library_resume_compares_the_whole_config(tmp_path, digits):
-    ds = small(digits)
-    train(tiny(), out_dir=tmp_path, dataset=ds, progress=False)
+    ds = subset(digits, 128)
+    train(tiny_config("standard"), out_dir=tmp_path, dataset=ds, progress=False)
     with pytest.raises(ResumeMismatchError, match=r"method='pgd_at'.*seed=5") as info:
-        train(tiny("pgd_at", seed=5), out_dir=tmp_path, dataset=ds, progress=False, resume=True)
+        train(tiny_config("pgd_at", seed=5), out_dir=tmp_path, dataset=ds, progress=False, resume=True)
     assert {"method", "seed"} <= set(info.value.differences) and "device" not in info.value.differences
     with pytest.raises(ResumeMismatchError, match="epochs"):  # fast preset: no more epochs
-        train(tiny(epochs=2), out_dir=tmp_path, dataset=ds, progress=False, resume=True)
-    _, history = train(tiny(device="auto"), out_dir=tmp_path, dataset=ds, progress=False, resume=True)
+        train(tiny_config("standard", epochs=2), out_dir=tmp_path, dataset=ds, progress=False, resume=True)
+    _, history = train(tiny_config("standard", device="auto"), out_dir=tmp_path, dataset=ds, progress=False,
+                       resume=True)
     assert len(history) == 1
 
 
 def test_train_or_load_resumes_a_run_that_stopped_early(tmp_path, digits, monkeypatch):
-    ds = small(digits)
-    config = tiny(epochs=2)
+    ds = subset(digits, 128)
+    config = tiny_config("standard", epochs=2)
 
     def stop_after_one(record):
         raise KeyboardInterrupt
@@ -262,13 +248,14 @@ def test_train_or_load_resumes_a_run_that_stopped_early(tmp_path, digits, monkey
 
 
 def test_leftover_temporaries_are_removed_on_the_next_start(tmp_path, digits):
-    ds = small(digits)
-    train(tiny(), out_dir=tmp_path, dataset=ds, progress=False)
+    ds = subset(digits, 128)
+    train(tiny_config("standard"), out_dir=tmp_path, dataset=ds, progress=False)
     leftovers = [tmp_path / ".checkpoint.pt.k1ll3d.tmp", tmp_path / ".best.pt.abc.tmp", tmp_path / ".history.json.x.tmp"]
     for path in leftovers:
         path.write_bytes(b"half a file")
     (tmp_path / ".notes.txt.tmp").write_text("not ours")
-    train(tiny(), out_dir=tmp_path, dataset=ds, progress=False, resume=True)  # a finished run: trains nothing
+    # a finished run: trains nothing
+    train(tiny_config("standard"), out_dir=tmp_path, dataset=ds, progress=False, resume=True)
     assert not any(path.exists() for path in leftovers)
     assert (tmp_path / ".notes.txt.tmp").exists(), "only the training's own temporaries are removed"
 
@@ -397,16 +384,7 @@ def test_a_legacy_eval_json_is_found_as_the_oldest_report(tmp_path):
 @pytest.fixture
 def saved_run(tmp_path) -> Path:
     """A run folder with an untrained small CNN (best.pt), for evaluations."""
-    from cas_edu.checkpoint import model_spec
-    from cas_edu.models import build
-
-    torch.manual_seed(0)
-    model = build("small_cnn", num_classes=10, in_channels=1)
-    config = make_config("digits", method="standard", device="cpu")
-    folder = tmp_path / "run"
-    save_checkpoint(folder / "best.pt", {"config": config.to_dict(), "model_spec": model_spec("small_cnn", 10, 1, model),
-                                         "model_state": model.state_dict(), "epoch": 1})
-    return folder
+    return save_untrained_run(tmp_path / "run", method="standard", device="cpu")
 
 
 def test_a_second_evaluate_keeps_the_first_report(saved_run, capsys):
@@ -515,7 +493,7 @@ def test_an_empty_out_dir_is_refused_instead_of_training_into_the_current_folder
                                                                                  digits):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="out_dir"):
-        train(tiny(), out_dir=out_dir, dataset=small(digits), progress=False)
+        train(tiny_config("standard"), out_dir=out_dir, dataset=subset(digits, 128), progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -523,7 +501,7 @@ def test_a_training_split_too_small_is_refused_before_the_run_folder_exists(tmp_
     one = data.Dataset(digits.name, data.Split(digits.train.x[:1], digits.train.y[:1]),
                        data.Split(digits.val.x[:16], digits.val.y[:16]), digits.test, digits.classes)
     with pytest.raises(ValueError, match="has 1 example"):
-        train(tiny(), out_dir=tmp_path / "run", dataset=one, progress=False)
+        train(tiny_config("standard"), out_dir=tmp_path / "run", dataset=one, progress=False)
     assert not (tmp_path / "run").exists(), "neither RUN/ nor RUN/.lock for a refused run"
 
 
@@ -566,7 +544,7 @@ def test_checkpoint_pt_is_written_before_best_pt_so_a_failed_first_epoch_leaves_
     out = tmp_path / "run"
     monkeypatch.setattr(torch, "save", _failing_save("checkpoint.pt"))
     with pytest.raises(CheckpointWriteError) as info:
-        train(tiny(), out_dir=out, dataset=small(digits), progress=False)
+        train(tiny_config("standard"), out_dir=out, dataset=subset(digits, 128), progress=False)
     message = str(info.value)
     assert "before any epoch was saved" in message and "start the training again" in message
     assert "continue with --resume" not in message, "there is nothing to resume"
@@ -579,9 +557,10 @@ def test_a_best_pt_that_failed_after_checkpoint_pt_is_rewritten_on_resume(tmp_pa
     with monkeypatch.context() as patch:
         patch.setattr(torch, "save", _failing_save("best.pt"))
         with pytest.raises(CheckpointWriteError, match=r"checkpoint.pt is complete \(epoch 1\).*--resume"):
-            train(tiny(), out_dir=out, dataset=small(digits), progress=False)
+            train(tiny_config("standard"), out_dir=out, dataset=subset(digits, 128), progress=False)
     assert not (out / "best.pt").exists() and read_checkpoint(out / "checkpoint.pt")["best_epoch"] == 1
-    train(tiny(), out_dir=out, dataset=small(digits), progress=False, resume=True)  # finished: trains nothing more
+    # finished: trains nothing more
+    train(tiny_config("standard"), out_dir=out, dataset=subset(digits, 128), progress=False, resume=True)
     best, last = read_checkpoint(out / "best.pt"), read_checkpoint(out / "checkpoint.pt")
     assert best["epoch"] == 1
     assert all(torch.equal(v, last["model_state"][k]) for k, v in best["model_state"].items())
