@@ -28,6 +28,7 @@ from common import machine, machine_line, markdown_table, write_json  # noqa: E4
 
 from cas_edu import data, load_checkpoint  # noqa: E402
 from cas_edu import attacks as A  # noqa: E402
+from cas_edu.models import eval_mode  # noqa: E402
 
 
 def bare_pgd(model, x, y, eps, alpha, steps):
@@ -45,16 +46,17 @@ def bare_pgd(model, x, y, eps, alpha, steps):
 def our_loop(model, x, y, eps, alpha, steps):
     """The body of cas_edu.attacks.pgd without validation and without the final _exact_linf pass."""
     adv = A._random_start(x, eps, "linf")
+    low, high = A._linf_bounds(x, eps)
     for _ in range(steps):
         adv.requires_grad_(True)
         value = A.attack_objective(model, adv, y, "ce", "ce")
         (grad,) = torch.autograd.grad(value, adv)
-        adv = A.project(A._step(adv.detach(), grad, alpha, "linf"), x, eps, "linf")
+        adv = A._linf_step(adv, grad, alpha, low, high)
     return adv
 
 
 def _enter_exit(model) -> None:
-    with A.eval_mode(model):
+    with eval_mode(model):
         pass
 
 

@@ -48,7 +48,7 @@ SEED = 0
 # %%
 import torch
 
-from cas_edu import attacks, data, exercises, plots, presets, training, widgets
+from cas_edu import attacks, data, evaluation, exercises, plots, presets, training, widgets
 from cas_edu.runtime import resolve_device, seed_everything
 
 seed_everything(SEED)
@@ -178,7 +178,7 @@ print("PGD stays inside the budget:", bool((x_pgd - xe).abs().max() <= EPS), "| 
 
 # %%
 EPS_GRID = [0.0, 0.05, 0.1, 0.15, 0.2] if PROFILE == "cpu" else [i / 40 for i in range(13)]
-curve = plots.robustness_curve(model, x_eval, y_eval, EPS_GRID, steps=10, seed=SEED)
+curve = evaluation.robustness_curve(model, x_eval, y_eval, EPS_GRID, steps=10, seed=SEED)
 plots.accuracy_vs_eps_figure({"standard model": curve},
                              title=f"Standard model: accuracy vs ε on {curve['n']} test digits")
 

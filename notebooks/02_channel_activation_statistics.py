@@ -52,7 +52,7 @@ SEED = 0
 # %%
 import torch
 
-from cas_edu import activations, data, exercises, plots, presets, training, widgets
+from cas_edu import activations, data, evaluation, exercises, plots, presets, training, widgets
 from cas_edu.runtime import resolve_device, seed_everything
 
 seed_everything(SEED)
@@ -92,7 +92,7 @@ models = {"STD": std_model, "AT": at_model}
 # ε = 0.1, at a small cost, if any, in natural accuracy.
 
 # %%
-curves = {name: plots.robustness_curve(m, x_eval, y_eval, [0.0, 0.05, 0.1, 0.15, 0.2], attacks=("pgd",),
+curves = {name: evaluation.robustness_curve(m, x_eval, y_eval, [0.0, 0.05, 0.1, 0.15, 0.2], attacks=("pgd",),
                                        steps=10, seed=SEED) for name, m in models.items()}
 plots.accuracy_vs_eps_figure(curves, title=f"STD vs AT: accuracy vs ε on {len(x_eval)} test digits")
 

@@ -57,7 +57,7 @@ RUNS_DIR = f"runs/{PROFILE}" if PROFILE == "cpu" else "runs/digits_long"
 import torch
 import torch.nn.functional as F
 
-from cas_edu import activations, cas, channels, data, evaluation, exercises, models, pipeline, plots, presets, \
+from cas_edu import activations, cas, data, evaluation, exercises, models, pipeline, plots, presets, \
     runtime, training, widgets
 
 device = runtime.resolve_device(DEVICE)
@@ -135,7 +135,7 @@ print("mask_for(y) is W[y]:", torch.equal(module.mask_for(yb), mask_train))
 # %%
 row = W[int(yb[0])].detach()
 print(f"weight row of class {int(yb[0])}: {int((row < 0).sum())} of {row.numel()} channels negative, "
-      f"{int(channels.suppressed_channels(row).sum())} suppressed (negative or ≤ 5% of the largest weight)")
+      f"{int(activations.suppressed_channels(row).sum())} suppressed (negative or ≤ 5% of the largest weight)")
 
 # %% [markdown]
 # **Step 5 — the loss.** The auxiliary head must learn good rows, so it is trained with its own
@@ -206,14 +206,14 @@ print(plots.summary_table(comparisons))
 # Now the view that shows the suppression: the mean activation of every channel **as the next layer
 # receives it**. For AT that is the block output; for AT+CAS we show it before and after the mask
 # $\tilde f = f\odot W_{\hat k}$. Channels are sorted by their natural activation, so the quiet channels of
-# the class are on the right. `channels.channel_data` precomputes the activations of the first 200 test images for a grid of
+# the class are on the right. `activations.channel_data` precomputes the activations of the first 200 test images for a grid of
 # ε values (PGD-10, adaptive objective for the CAS model); the explorer below reuses them.
 
 # %%
 EPS_GRID = [0.0, 0.05, 0.1, 0.2, 0.3]
 x_explore, y_explore = ds.test.x[:200], ds.test.y[:200]   # 200 test images, about 20 per class
-data_at = channels.channel_data(at_model, x_explore, y_explore, [EPS], seed=SEED)
-data_cas = channels.channel_data(cas_model, x_explore, y_explore, EPS_GRID, seed=SEED)
+data_at = activations.channel_data(at_model, x_explore, y_explore, [EPS], seed=SEED)
+data_cas = activations.channel_data(cas_model, x_explore, y_explore, EPS_GRID, seed=SEED)
 plots.suppression_figure({"AT": data_at, "AT+CAS": data_cas}, class_id=0, eps=EPS).show()
 
 # %%

@@ -26,7 +26,7 @@
 # | MART (Wang et al.) | boosted CE on x′ $+\ \beta_M\,\mathrm{KL}(p(x)\Vert p(x'))\,(1 - p_y(x))$, x′ from PGD started at $x + 0.001\,\mathcal{N}(0, 1)$ | $+\ \beta_c\,\mathrm{mean}_s$ boosted CE$(\text{aux}_s(x'), y) + \beta_M\beta_c\,\mathrm{mean}_s\,\mathrm{KL}(p_{\text{aux}_s}(x)\Vert p_{\text{aux}_s}(x'))\,(1 - p_y(x))$, with $p_y(x)$ the *main* head's probability (as the official code does) |
 #
 # With CAS, every training attack also targets the auxiliary heads (the adaptive objective: the method's
-# attack loss plus $\beta_c$ times the same loss on each auxiliary head). `cas_edu.training.trades_loss` and
+# attack loss plus $\beta_c$ times the same loss on each auxiliary head). `cas_edu.losses.trades_loss` and
 # `mart_loss` follow the official `Trades/trades_reg.py` and `MART/mart_reg.py` term by term (tested).
 #
 # **Profiles.** A config cell picks one:
