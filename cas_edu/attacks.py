@@ -36,6 +36,7 @@ from . import cas as cas_lib
 from .cas import DEFAULT_CAS_BETA, unwrap_parallel
 from .models import eval_mode, forward_with_aux, has_cas, model_device, refuse_inference_parameters
 from .models import classifier_details, find_classifier  # deprecated alias (moved to cas_edu.models), kept for one release
+from .runtime import seeded
 from .validation import autograd_ready, check_batch_size, check_inputs, check_seed, gradients_on
 
 OBJECTIVES = ("ce", "ce+cas")
@@ -501,7 +502,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, a
     device = model_device(model)
     logging.getLogger("auto-attack").setLevel(logging.WARNING)
     context = cas_lib.straight_through(model) if straight_through else nullcontext()
-    with gradients_on(), eval_mode(model), context:
+    # pyautoattack seeds torch's global RNG itself: fork it so that the caller's random state is left untouched
+    with gradients_on(), eval_mode(model), context, seeded(seed, device):
         version = "standard" if attacks is None else "custom"
         adversary = AutoAttack(model, norm="Linf", eps=eps, version=version, attacks=attacks, device=device, seed=seed)
         adversary.square.n_queries = square_queries

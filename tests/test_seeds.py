@@ -272,3 +272,12 @@ def test_cli_activations_seed_sets_the_pgd_random_start(tmp_path, capsys):
         return json.loads(capsys.readouterr().out)["adversarial_magnitudes"]
 
     _assert_seeded(_under_two_global_states(magnitudes), equal=lambda a, b: a == b)
+
+
+def test_autoattack_leaves_the_callers_random_state_alone(coin):
+    model, x, y = coin
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    attacks.autoattack(model, x[:8], y[:8], EPS, attacks=["apgd-ce"], seed=7)
+    assert torch.equal(torch.rand(4), expected), "pyautoattack's own seeding leaked into the global RNG"
