@@ -19,7 +19,7 @@ Seeds whose test lives with its module (each fails when the seed is ignored), no
     widgets.EpsilonExplorer(seed=)            test_widgets.py::test_epsilon_explorer_follows_its_seed
     widgets.activation_view(seed=),
     widgets.ActivationExplorer(seed=)         test_widgets.py::test_activation_view_and_explorer_follow_their_seed
-The seeds of the check functions (validation.check_seed) are range checks: test_boundary.py::test_every_seed_lies_in_0_to_2_63_minus_1.
+The seeds of the check functions (validation.check_seed) are range checks: test_validation.py::test_every_seed_lies_in_0_to_2_63_minus_1.
 """
 from __future__ import annotations
 
