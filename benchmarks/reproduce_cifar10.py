@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, write_json  # noqa: E402
 
-from cas_edu import data, pipeline, run_folder  # noqa: E402
+from cas_edu import data, pipeline, presets, run_folder  # noqa: E402
 from cas_edu.checkpoint import read_checkpoint  # noqa: E402
 from cas_edu.evaluation import COSTLY, EvaluationReport, paired_difference  # noqa: E402
 from cas_edu.presets import make_config  # noqa: E402
@@ -48,7 +48,7 @@ from cas_edu.runtime import resolve_device  # noqa: E402
 from cas_edu.training import train  # noqa: E402
 
 RUNS = [("AT", "pgd_at", False), ("AT+CAS", "pgd_at_cas", True)]
-PROFILE = pipeline.get_profile("gpu")  # the attacks notebook 04's gpu profile runs
+PROFILE = presets.get_profile("gpu")  # the attacks notebook 04's gpu profile runs
 
 
 EXIT_RERUN = 3  # stopped at --time-limit-s with a checkpoint written: run the same command again

@@ -17,7 +17,8 @@ from torch import nn
 from . import activations, attacks, pipeline
 from .cas import CASModule, cas_loss
 from .evaluation import EvaluationReport
-from .models import SmallCNN
+from .models import SmallCNN, eval_mode
+from .runtime import seeded
 from .validation import gradients_on
 
 __all__ = ["check_fgsm", "check_pgd_projection", "check_activation_counts", "check_channel_magnitudes",
@@ -89,8 +90,7 @@ def _run(fn: Callable, args: tuple, name: str) -> Any:
 def _checked(run_trials: Callable[[torch.Generator], str], seed: int | None) -> bool:
     """Run the trials on fresh inputs without touching the global RNG; print one line."""
     seed = secrets.randbits(31) if seed is None else int(seed)
-    with torch.random.fork_rng(devices=[]), gradients_on():  # a checker called inside torch.no_grad() still grades
-        torch.manual_seed(seed)
+    with seeded(seed), gradients_on():  # a checker called inside torch.no_grad() still grades
         generator = torch.Generator().manual_seed(seed)
         try:
             message = run_trials(generator)
@@ -147,7 +147,7 @@ def check_fgsm(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torc
             if moved > eps + 1e-5:
                 raise _NotYet(f"some pixels moved by {moved:.3f}, more than ε = {eps:.3f}.")
             if not _close(result, expected, atol=1e-5):
-                with attacks.eval_mode(model), torch.enable_grad():
+                with eval_mode(model), torch.enable_grad():
                     xg = x.clone().requires_grad_(True)
                     grad, = torch.autograd.grad(nn.functional.cross_entropy(model(xg), y), xg)
                     model.train()

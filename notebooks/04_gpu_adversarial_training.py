@@ -55,9 +55,9 @@ SEED = 0
 RUNS_DIR = "runs"           # runs land in RUNS_DIR/<profile>/<method>[+cas]
 
 # %%
-from cas_edu import data, pipeline, plots, runtime
+from cas_edu import data, exercises, pipeline, plots, presets, runtime
 
-profile = pipeline.get_profile(PROFILE)
+profile = presets.get_profile(PROFILE)
 device = runtime.resolve_device(DEVICE)
 ds = data.load(DATASET, root=DATA_ROOT)
 print(f"profile {profile.name}: {profile.description}")
@@ -177,7 +177,7 @@ def my_cas_gains(reports):
     return {}
 
 
-pipeline.check_cas_gains(my_cas_gains, reports);
+exercises.check_cas_gains(my_cas_gains, reports);
 
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
@@ -191,7 +191,7 @@ def my_cas_gains(reports):
     return gains
 
 
-pipeline.check_cas_gains(my_cas_gains, reports);
+exercises.check_cas_gains(my_cas_gains, reports);
 
 # %% [markdown]
 # ### Exercise 2 — main head vs worst case
