@@ -2,7 +2,8 @@
 asks of any model (its device, dtype and number of classes, whether it has CAS modules, evaluation mode, the
 auxiliary logits, the cas_edu classifier inside a wrapper).
 
-Architectures: :class:`SmallCNN` (digits), :class:`ResNet18` and :class:`WideResNet` (WRN-34-10, CIFAR), all
+Architectures: :class:`SmallCNN` (digits), :class:`ResNet18` (CIFAR; at half width, ``resnet18_w32``, the model
+notebooks 02-03 probe on digits) and :class:`WideResNet` (WRN-34-10, CIFAR), all
 :class:`CASClassifier` subclasses built by :func:`build`. Every model's ``forward(x)`` returns main-head logits,
 so any attack library can use it unchanged; ``forward_details(x, y)`` returns a :class:`ModelOutput` with the
 auxiliary CAS logits and the pre-mask activations of every named layer.
@@ -159,6 +160,8 @@ class BasicBlock(nn.Module):
 class ResNet18(CASClassifier):
     """CIFAR ResNet-18 (3×3 stem, no max-pool). Layer names ``layer{1..4}_{0,1}``; CAS defaults to both
     blocks of layer4 (S = 2), so the second block sees the first block's masked output, as officially.
+    ``width`` is the stem's channel count (64 officially); layer k has 2^(k-1) × width channels, so layer4 has
+    8 × width (512 officially, 256 for ``resnet18_w32``).
 
     Raises: ``ValueError`` for an unknown CAS layer; ``CASModule``'s ``ValueError`` when CAS layers are asked for with ``num_classes`` < 2.
     Source: the official ``ResNet18`` with ``CASBlock`` in layer4 (github.com/bymavis/CAS_ICLR2021,
@@ -169,17 +172,18 @@ class ResNet18(CASClassifier):
     default_activation_layer = "layer4"
     layer_aliases = {f"layer{i}": f"layer{i}_1" for i in range(1, 5)}
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, cas_layers: list[str] | None = None) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, cas_layers: list[str] | None = None,
+                 width: int = 64) -> None:
         super().__init__(num_classes, cas_layers)
-        self.stem = nn.Sequential(*_conv_bn_relu(in_channels, 64))
+        self.stem = nn.Sequential(*_conv_bn_relu(in_channels, width))
         self.blocks = nn.ModuleDict()
-        channels, cin = {}, 64
-        for layer, (cout, stride) in enumerate([(64, 1), (128, 2), (256, 2), (512, 2)], start=1):
+        channels, cin = {}, width
+        for layer, (cout, stride) in enumerate([(width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)], start=1):
             for i, s in enumerate([stride, 1]):
                 name = f"layer{layer}_{i}"
                 self.blocks[name] = BasicBlock(cin, cout, s)
                 channels[name], cin = cout, cout
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(8 * width, num_classes)
         self._add_cas(channels)
 
     def forward_details(self, x: torch.Tensor, y: torch.Tensor | None = None) -> ModelOutput:
@@ -263,7 +267,19 @@ class WideResNet(CASClassifier):
         return out
 
 
-MODELS = ("small_cnn", "resnet18", "wrn34_10")
+#: Each name's constructor and keyword arguments. ``wide_cnn``, ``resnet18_w16`` and ``resnet18_w32`` are the
+#: candidates benchmarks/observations.py measured for showing the paper's observations on digits: the small CNN
+#: with a 512-channel last block, and ResNet-18 at a quarter and half of its width (base 16 / 32 channels instead
+#: of 64; layer4 has 8 × base channels). ``resnet18_w32`` is the smallest whose standard model showed both.
+ARCHITECTURES: dict[str, tuple[type, dict]] = {
+    "small_cnn": (SmallCNN, {}),
+    "wide_cnn": (SmallCNN, {"widths": (32, 64, 512)}),
+    "resnet18_w16": (ResNet18, {"width": 16}),
+    "resnet18_w32": (ResNet18, {"width": 32}),
+    "resnet18": (ResNet18, {}),
+    "wrn34_10": (WideResNet, {}),
+}
+MODELS = tuple(ARCHITECTURES)
 
 
 def build(name: str, num_classes: int = 10, in_channels: int = 3, cas: bool = False,
@@ -284,9 +300,9 @@ def build(name: str, num_classes: int = 10, in_channels: int = 3, cas: bool = Fa
         raise ValueError(f"num_classes must be >= 2 and in_channels >= 1, got {num_classes}, {in_channels}.")
     if cas_layers is not None and not cas:
         raise ValueError("cas_layers was given but cas=False; pass cas=True to place CAS modules.")
-    constructor = {"small_cnn": SmallCNN, "resnet18": ResNet18, "wrn34_10": WideResNet}[key]
+    constructor, options = ARCHITECTURES[key]
     layers = list(cas_layers if cas_layers is not None else constructor.default_cas_layers) if cas else []
-    return constructor(num_classes=num_classes, in_channels=in_channels, cas_layers=layers)
+    return constructor(num_classes=num_classes, in_channels=in_channels, cas_layers=layers, **options)
 
 
 # --------------------------------------------------------------------------- model facts (any nn.Module, bare or wrapped)
@@ -461,6 +477,6 @@ def classifier_details(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, Mo
     return inner, inner.forward_details(seen[0])
 
 
-__all__ = ["MODELS", "BasicBlock", "CASClassifier", "ModelOutput", "ResNet18", "SmallCNN", "WideBlock", "WideResNet",
+__all__ = ["ARCHITECTURES", "MODELS", "BasicBlock", "CASClassifier", "ModelOutput", "ResNet18", "SmallCNN", "WideBlock", "WideResNet",
            "build", "classifier_details", "eval_mode", "find_classifier", "forward_with_aux", "has_cas",
            "model_device", "model_dtype", "num_classes", "refuse_inference_parameters"]

@@ -9,9 +9,13 @@ from cas_edu.cas import CASModule
 from cas_edu.models import MODELS, ModelOutput, ResNet18, SmallCNN, WideResNet, build
 
 # (name, in_channels, image side) -- small_cnn on 8×8 digits, the CIFAR models on 32×32, batch 2.
-INPUTS = {"small_cnn": (1, 8), "resnet18": (3, 32), "wrn34_10": (3, 32)}
+INPUTS = {"small_cnn": (1, 8), "wide_cnn": (1, 8), "resnet18_w16": (1, 8), "resnet18_w32": (1, 8),
+          "resnet18": (3, 32), "wrn34_10": (3, 32)}
 EXPECTED_CAS = {
     "small_cnn": {"block3": 128},
+    "wide_cnn": {"block3": 512},
+    "resnet18_w16": {"layer4_0": 128, "layer4_1": 128},
+    "resnet18_w32": {"layer4_0": 256, "layer4_1": 256},
     "resnet18": {"layer4_0": 512, "layer4_1": 512},
     "wrn34_10": {"block3_4": 640, "final": 640},
 }
@@ -41,7 +45,23 @@ def models() -> dict[tuple[str, bool], torch.nn.Module]:
 # --------------------------------------------------------------------------- build, shapes, counts
 
 def test_model_names():
-    assert set(MODELS) == {"small_cnn", "resnet18", "wrn34_10"}
+    assert set(MODELS) == {"small_cnn", "wide_cnn", "resnet18_w16", "resnet18_w32", "resnet18", "wrn34_10"}
+
+
+@pytest.mark.parametrize("name, layer4", [("resnet18_w16", 128), ("resnet18_w32", 256), ("resnet18", 512)])
+def test_resnet18_width_sets_every_stage(name: str, layer4: int):
+    model = build(name, in_channels=1).eval()
+    with torch.no_grad():
+        acts = model.forward_details(torch.rand(2, 1, 8, 8)).activations
+    widths = [acts[f"layer{k}_1"].shape[1] for k in range(1, 5)]
+    assert widths == [layer4 // 8, layer4 // 4, layer4 // 2, layer4]
+    assert model.fc.in_features == layer4 and model.resolve_layer("layer4") == "layer4_1"
+
+
+def test_wide_cnn_is_the_small_cnn_with_a_512_channel_last_block():
+    model = build("wide_cnn", in_channels=1, cas=True)
+    assert [b[0].out_channels for b in model.blocks.values()] == [32, 64, 512]
+    assert model.cas_layers == ["block3"] and model.fc.in_features == 512
 
 
 @pytest.mark.parametrize("cas", [False, True])
