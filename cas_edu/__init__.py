@@ -9,7 +9,7 @@ Foundation (torch only)
                  CAS-module lookup through wrappers (``find_cas_modules``, ``unwrap_parallel``).
     runtime      devices, seeding (``seed_everything``, ``seeded``), RNG state, AMP / channels-last, progress bars,
                  ``compile_blocks`` (``seeded`` checks its seed with validation at call time).
-    models       architectures (small CNN, ResNet-18, WRN-34-10, ``build``) and model facts: ``model_device``,
+    models       architectures (small CNN, ResNet-18 at any width, WRN-34-10, ``build``) and model facts: ``model_device``,
                  ``model_dtype``, ``num_classes``, ``eval_mode``, ``has_cas``, ``forward_with_aux``.
     validation   the one input rule at the public boundary (images, labels, batch sizes, seeds).
     data         datasets: digits offline; MNIST, Fashion-MNIST, CIFAR-10, SVHN from ``CAS_EDU_DATA``.
@@ -17,7 +17,9 @@ Science
     attacks      FGSM, PGD, CW∞, PGD with restarts, straight-through PGD, the TRADES KL attack, AutoAttack.
     losses       training objectives: CE(+CAS), TRADES(+CAS), MART(+CAS) as the official files compute them.
     activations  a layer's channel activations under attack: capture, the paper's statistics (Figures 1-2),
-                 what a CAS module does to a layer (``channel_data``, ``suppressed_channels``).
+                 what a CAS module does to a layer (``channel_data``, ``suppressed_channels``), saturation.
+    observations the paper's two observations with intervals: quiet and woken channels per class, the ±ε
+                 sign-noise null, stratified bootstrap (``measure_observations``, ``observation_table``).
     evaluation   the attack registry (``REGISTRY``), per-example ``accuracy``, ``robustness_curve``,
                  ``evaluate`` and its ``EvaluationReport``, paired comparisons, gradient-masking warnings.
     presets      every configuration: ``TrainConfig``, ``make_config``, the official settings, notebook profiles.
@@ -28,7 +30,8 @@ Runs and files
 Presentation and entry points (only plots and widgets import plotly / ipywidgets)
     plots        static figures from computed data (one palette); widgets: the explorers, thin controls.
     cli          ``python -m cas_edu train | evaluate | activations``.
-    pipeline     notebook 04's suite: configs for a profile, train or reuse, evaluate, results, CAS gains.
+    pipeline     the notebooks' runs: notebook 04's suite (configs for a profile, train or reuse, evaluate,
+                 results, CAS gains) and the models notebooks 02-03 probe (``observation_configs``).
     exercises    the notebooks' exercise checkers (imports pipeline; pipeline's deprecated
                  ``check_cas_gains`` alias imports exercises at call time).
     channels     deprecated alias module of the CAS-mask part of activations, kept for one release.

@@ -35,6 +35,9 @@ DEFAULT_THRESHOLD = 0.01
 #: The attack of the official Figures 1-2 (ActivationAnalysis scripts): PGD-20, step 0.003 at ε = 8/255, random start.
 FIGURE_STEPS = 20
 FIGURE_STEP_FRACTION = 0.003 / (8 / 255)
+#: A layer whose natural images activate at least this share of their channels is reported as saturated: almost
+#: no channel can then be quiet, and the activation count cannot show observation 2.
+SATURATED_SHARE = 0.9
 #: A weight at most this fraction of the row's largest |weight| (or negative) counts as suppressing its channel.
 SUPPRESS_FRACTION = 0.05
 
@@ -299,17 +302,45 @@ def fraction_activated(acts: torch.Tensor, threshold: float = DEFAULT_THRESHOLD)
     return activated(acts, threshold).double().mean().item()
 
 
+def saturation(natural: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> float:
+    """The share of channels active in a natural image, averaged over images (1 = every channel counts as active).
+
+    Shape: natural (N, C).
+    Raises: ValueError when natural is not N×C or threshold is outside [0, 1].
+    Source: this package (no paper): how saturated the 1 % count of arXiv 2103.08307 Figure 2 is.
+    """
+    return activated(natural, threshold).double().mean().item()
+
+
+def is_saturated(natural: torch.Tensor, threshold: float = DEFAULT_THRESHOLD,
+                 share: float = SATURATED_SHARE) -> bool:
+    """Whether natural images activate at least ``share`` of the channels (:func:`saturation`), so that almost no
+    channel can be quiet and the activation count cannot show observation 2.
+
+    Shape: natural (N, C).
+    Raises: ValueError when natural is not N×C or threshold / share is outside [0, 1].
+    Source: this package (no paper).
+    """
+    if not 0 <= share <= 1:
+        raise ValueError(f"share must lie in [0, 1], got {share}.")
+    return saturation(natural, threshold) >= share
+
+
 @dataclass
 class ActivationComparison:
     """Natural vs adversarial channel activations at one layer, with the Figure 1/2 curves derived from them.
 
     ``natural_magnitudes`` / ``adversarial_magnitudes`` are each sorted descending (Figure 1);
-    ``natural_counts`` / ``adversarial_counts`` are sorted by the natural count (Figure 2). ``attack`` records
-    how the adversarial examples were made (name, steps, step_size, objective, random_start).
+    ``natural_counts`` / ``adversarial_counts`` are sorted by the natural count (Figure 2); both count a channel
+    as activated when it exceeds ``threshold`` × the example's largest channel (the paper's 1 %).
+    :meth:`at_threshold` gives the same activations counted at another threshold, without attacking again;
+    :meth:`summary` reports how saturated the count is (:func:`saturation`). ``attack`` records how the
+    adversarial examples were made (name, steps, step_size, objective, random_start).
 
     Shape: natural (N, C) and adversarial (N, C) on the CPU; the four curves (C,).
     Units: eps in pixel units of [0, 1] (L∞).
-    Raises: ValueError when natural or adversarial is not N×C or their shapes differ.
+    Raises: ValueError when natural or adversarial is not N×C, their shapes differ, or threshold is outside
+    [0, 1].
     Source: arXiv 2103.08307 §3, Figures 1-2; ActivationAnalysis/freq_dis_resnet18_base.py.
     """
 
@@ -326,6 +357,7 @@ class ActivationComparison:
     adversarial_counts: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
+        _check_threshold(self.threshold)
         _check_acts(self.natural, "natural")
         _check_acts(self.adversarial, "adversarial")
         if self.natural.shape != self.adversarial.shape:
@@ -344,17 +376,35 @@ class ActivationComparison:
         """The number of examples N."""
         return self.natural.shape[0]
 
-    def summary(self) -> dict[str, float]:
-        """Scalar summaries: magnitude ratio, channel entropies, activated fractions, number of examples, ε."""
+    def at_threshold(self, threshold: float) -> "ActivationComparison":
+        """The same activations (no new attack) with the curves and summaries counted at ``threshold``."""
+        return ActivationComparison(layer=self.layer, class_id=self.class_id, eps=self.eps, natural=self.natural,
+                                    adversarial=self.adversarial, threshold=threshold, attack=self.attack)
+
+    def summary(self) -> dict[str, float | bool]:
+        """Scalar summaries: magnitude ratio, channel entropies, activated fractions, number of examples, ε, the
+        threshold, ``saturation`` (share of channels active in a natural image, :func:`saturation`) and
+        ``saturated`` (a bool, :func:`is_saturated`: the count cannot show quiet channels at this threshold)."""
         return {
             "n_examples": float(self.n_examples),
             "eps": float(self.eps),
+            "threshold": float(self.threshold),
             "magnitude_ratio": magnitude_ratio(self.natural, self.adversarial),
             "natural_entropy": channel_entropy(self.natural),
             "adversarial_entropy": channel_entropy(self.adversarial),
             "natural_fraction_activated": fraction_activated(self.natural, self.threshold),
             "adversarial_fraction_activated": fraction_activated(self.adversarial, self.threshold),
+            "saturation": saturation(self.natural, self.threshold),
+            "saturated": is_saturated(self.natural, self.threshold),
         }
+
+    def saturation_note(self) -> str:
+        """One plain sentence on how saturated the count is at this threshold (saturated or not)."""
+        share = saturation(self.natural, self.threshold)
+        active = f"{100 * share:.3g} % of channels active for natural images at t = {100 * self.threshold:.3g} %"
+        if is_saturated(self.natural, self.threshold):
+            return f"saturated: {active} — the count cannot show quiet channels; raise the threshold"
+        return f"not saturated: {active}"
 
 
 def _figure_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, step_size: float,
@@ -428,18 +478,21 @@ def compare_activations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
                                         "objective": objective, "random_start": True})
 
 
-def class_comparison(full: ActivationComparison, y: torch.Tensor, class_id: int) -> ActivationComparison:
-    """The comparison restricted to the examples of class ``class_id`` (``full`` holds every example of ``y``).
+def class_comparison(full: ActivationComparison, y: torch.Tensor, class_id: int,
+                     threshold: float | None = None) -> ActivationComparison:
+    """The comparison restricted to the examples of class ``class_id`` (``full`` holds every example of ``y``),
+    counted at ``threshold`` (None: ``full``'s threshold; no attack runs again).
 
     Shape: y (N,) integer labels of the N examples in ``full``.
-    Raises: ValueError when no example has label ``class_id``.
+    Raises: ValueError when no example has label ``class_id`` or threshold is outside [0, 1].
     Source: ActivationAnalysis/freq_dis_resnet18_base.py (the figures keep one class: ``label == 0``).
     """
     keep = y.cpu() == class_id
     if not keep.any():
         raise ValueError(f"No example has label {class_id}; pick a class present in y.")
     return ActivationComparison(layer=full.layer, class_id=class_id, eps=full.eps, natural=full.natural[keep],
-                                adversarial=full.adversarial[keep], threshold=full.threshold, attack=full.attack)
+                                adversarial=full.adversarial[keep],
+                                threshold=full.threshold if threshold is None else threshold, attack=full.attack)
 
 
 # --------------------------------------------------------------------------- what a CAS module does to a layer
@@ -618,8 +671,8 @@ def suppression_summary(data: ChannelData, class_id: int, eps: float) -> dict:
 
 
 __all__ = ["ActivationComparison", "ChannelData", "DEFAULT_THRESHOLD", "FIGURE_STEPS", "FIGURE_STEP_FRACTION",
-           "SUPPRESS_FRACTION", "activated", "activation_counts", "cas_layer", "channel_activations", "channel_data",
-           "channel_entropy", "channel_magnitudes", "class_comparison", "class_mean_activations",
-           "compare_activations", "counts_sorted_by", "default_objective", "figure_step_size", "fraction_activated",
-           "magnitude_ratio", "masked_channel_activations", "resolve_layer", "sorted_magnitudes",
-           "suppressed_channels", "suppression_summary"]
+           "SATURATED_SHARE", "SUPPRESS_FRACTION", "activated", "activation_counts", "cas_layer",
+           "channel_activations", "channel_data", "channel_entropy", "channel_magnitudes", "class_comparison",
+           "class_mean_activations", "compare_activations", "counts_sorted_by", "default_objective",
+           "figure_step_size", "fraction_activated", "is_saturated", "magnitude_ratio", "masked_channel_activations",
+           "resolve_layer", "saturation", "sorted_magnitudes", "suppressed_channels", "suppression_summary"]

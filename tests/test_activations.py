@@ -199,6 +199,7 @@ def test_compare_positive_eps_changes_activations_and_curves_are_consistent():
     assert torch.all(comparison.natural_counts[:-1] >= comparison.natural_counts[1:])
     summary = comparison.summary()
     assert summary["magnitude_ratio"] != 1.0
+    assert isinstance(summary.pop("saturated"), bool)
     assert all(isinstance(v, float) for v in summary.values())
 
 

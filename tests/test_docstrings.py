@@ -23,7 +23,8 @@ import pytest
 import cas_edu
 
 #: Modules that implement the paper or a method; their public names must cite a source.
-SCIENCE = {"activations", "attacks", "cas", "evaluation", "gradient_masking", "losses", "models", "presets", "training"}
+SCIENCE = {"activations", "attacks", "cas", "evaluation", "gradient_masking", "losses", "models", "observations", "presets",
+           "training"}
 TENSOR = re.compile(r"\bTensor\b")
 UNIT_PARAMETERS = {"eps", "step_size", "eps_values", "epsilon"}
 SECTION = "^ *{}:"

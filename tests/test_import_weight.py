@@ -7,7 +7,7 @@ import sys
 import pytest
 
 CORE = ("cas_edu", "cas_edu.data", "cas_edu.models", "cas_edu.attacks", "cas_edu.losses", "cas_edu.training",
-        "cas_edu.evaluation", "cas_edu.activations", "cas_edu.cli")
+        "cas_edu.evaluation", "cas_edu.activations", "cas_edu.observations", "cas_edu.cli")
 PRESENTATION = ("plotly", "ipywidgets", "matplotlib", "IPython")
 
 
