@@ -4,8 +4,8 @@
 :func:`config_from_args` read it, and :func:`cas_edu.pipeline.cli_command` writes commands from it. The attacks
 ``evaluate`` runs by default come from the registry of :mod:`cas_edu.evaluation` (:func:`default_attacks`).
 
-Imports: the library modules (data, models, presets, evaluation, training, checkpoint, run_folder); nothing
-imports it but :mod:`cas_edu.__main__` and :mod:`cas_edu.pipeline`.
+Imports: the library modules (data, models, presets, activations, evaluation, training, checkpoint,
+run_folder); nothing imports it but :mod:`cas_edu.__main__` and :mod:`cas_edu.pipeline`.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from . import data, run_folder
+from .activations import DEFAULT_THRESHOLD, SATURATED_SHARE
 from .checkpoint import CheckpointWriteError, checkpoint_file, read_checkpoint
 from .evaluation import ATTACKS, REPORT_ATTACKS, STRAIGHT_THROUGH, report_attacks
 from .models import MODELS
@@ -127,6 +128,7 @@ def _finite(low: float = 0.0, high: float = math.inf, *, low_open: bool = False,
 
 
 _eps = _finite(0.0, 1.0, why=" (images are in [0, 1]; 8/255 is about 0.031)")
+_threshold = _finite(0.0, 1.0, why=" (a fraction of each image's largest channel; the paper's is 0.01)")
 
 
 def _attack_list(text: str) -> str:
@@ -217,11 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     acts = sub.add_parser("activations", help="channel activation statistics, natural vs PGD-20 adversarial "
                                               "(the official figures' attack; adaptive ce+cas on CAS models)",
+                          description="Channel activation statistics of one layer (the paper's Figures 1-2), "
+                                      "natural vs PGD-20 adversarial test images. A channel counts as activated by "
+                                      "an image when its spatially averaged value exceeds --threshold times the "
+                                      "image's largest channel (the paper: 0.01). The output reports the threshold, "
+                                      "the saturation (share of channels active for natural images) and whether "
+                                      f"the count is saturated (at least {SATURATED_SHARE:.0%} active: it cannot "
+                                      "show quiet channels; raise --threshold).",
                           epilog=EXIT_CODES)
     acts.add_argument("run", type=_path, help="run folder or .pt file")
     acts.add_argument("--layer", help="layer name (default: the model's penultimate CAS-able layer)")
     acts.add_argument("--eps", type=_eps)
     acts.add_argument("--class-id", type=_at_least(0), help="only examples of this class (the paper uses class 0)")
+    acts.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD,
+                      help="a channel is activated by an image above THRESHOLD times the image's largest channel "
+                           f"(default {DEFAULT_THRESHOLD:g}, the paper's; raise it when the count is saturated)")
     acts.add_argument("--dataset")
     acts.add_argument("--n", type=_at_least(1), help="only the first N examples of the test split")
     acts.add_argument("--seed", type=_seed, default=0)
@@ -384,11 +396,12 @@ def _command_activations(args: argparse.Namespace) -> int:
     model, dataset, eps = _load_run(args)
     x, y = _subset(dataset.test, args.n)
     seed_everything(args.seed)
-    comparison = compare_activations(model, x, y, eps, layer=args.layer, class_id=args.class_id)
+    comparison = compare_activations(model, x, y, eps, layer=args.layer, class_id=args.class_id,
+                                     threshold=args.threshold)
     attack = comparison.attack
     summary = {"layer": comparison.layer, "class_id": args.class_id,
                "attack": f"{attack['name']} ({attack['objective']}, step {attack['step_size']:.4g}, random start)",
-               **comparison.summary()}
+               **comparison.summary()}  # with threshold, saturation and saturated
     if args.json:
         print(json.dumps({**summary, "natural_counts": comparison.natural_counts.tolist(),
                           "adversarial_counts": comparison.adversarial_counts.tolist(),
@@ -398,6 +411,7 @@ def _command_activations(args: argparse.Namespace) -> int:
         width = max(len(k) for k in summary)
         for key, value in summary.items():
             print(f"{key.ljust(width)}  {value:.4f}" if isinstance(value, float) else f"{key.ljust(width)}  {value}")
+        print(comparison.saturation_note())
     return 0
 
 

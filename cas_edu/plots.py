@@ -6,7 +6,8 @@ Nothing here attacks or trains: every function draws what :mod:`cas_edu.evaluati
 - Palette: :data:`KIND_COLORS` (natural blue, adversarial red), :data:`RUN_COLORS` (one per model or run; CAS
   runs dashed in their method's colour), :data:`MASK_COLORS` (kept / suppressed channels), :data:`DIVERGING`
   (perturbations: blue −, white 0, red +).
-- Traces: :func:`image_trace` (one image), :func:`magnitude_traces` (Figure 1), :func:`count_traces` (Figure 2).
+- Traces: :func:`image_trace` (one image), :func:`magnitude_traces` (Figure 1), :func:`count_traces` (Figure 2);
+  :func:`count_axis_title` names the threshold a count used (e.g. "> 1 % of the image's max").
 - Figures: accuracy against ε (:func:`accuracy_vs_eps_figure`), images (:func:`image_grid_figure`), the paper's
   Figures 1 and 2 (:func:`magnitude_figure`, :func:`count_figure`, both for one model: :func:`activation_figure`),
   training curves, accuracy under each attack, what the next layer sees (:func:`suppression_figure`), and the
@@ -21,15 +22,16 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .activations import ActivationComparison, ChannelData, class_mean_activations
+from .activations import ActivationComparison, ChannelData, class_mean_activations, is_saturated
 from .evaluation import ATTACKS, attack_accuracy, attack_entry, column_label
 from .evaluation import robustness_curve  # deprecated alias (moved to cas_edu.evaluation), kept for one release
 from .tables import text_table
 
 __all__ = ["DIVERGING", "KIND_COLORS", "MASK_COLORS", "RUN_COLORS", "accuracy_vs_eps_figure", "activation_figure",
-           "channel_mask_figure", "count_figure", "count_traces", "epsilon_figure", "image_grid_figure",
-           "image_trace", "magnitude_figure", "magnitude_traces", "mask_bars", "robustness_comparison_figure",
-           "robustness_curve", "summary_table", "suppression_figure", "training_curves_figure"]
+           "channel_mask_figure", "count_axis_title", "count_figure", "count_traces", "epsilon_figure",
+           "image_grid_figure", "image_trace", "magnitude_figure", "magnitude_traces", "mask_bars",
+           "robustness_comparison_figure", "robustness_curve", "summary_table", "suppression_figure",
+           "training_curves_figure"]
 
 #: Natural examples blue, adversarial examples red (every figure and widget).
 KIND_COLORS = {"natural": "#1f77b4", "adversarial": "#d62728"}
@@ -41,7 +43,16 @@ MASK_COLORS = {"kept": "#2ca02c", "suppressed": "#7f7f7f"}
 DIVERGING = [[0.0, "#2166ac"], [0.5, "#f7f7f7"], [1.0, "#b2182b"]]
 
 _FIGURE1_AXES = ("channel rank (each curve sorted)", "magnitude (Σ activation ÷ activated count)")
-_FIGURE2_AXES = ("channel (sorted by natural count)", "examples activating the channel")
+_FIGURE2_X = "channel (sorted by natural count)"
+
+
+def count_axis_title(threshold: float) -> str:
+    """The y-axis title of a Figure 2 count: what activating a channel means at ``threshold`` (a fraction of each
+    image's largest channel), e.g. "examples activating the channel (> 1 % of the image's max)".
+
+    Raises: nothing of its own.
+    """
+    return f"examples activating the channel (> {100 * threshold:.3g} % of the image's max)"
 
 
 def image_trace(image: np.ndarray, name: str, bound: float | None = None) -> go.BaseTraceType:
@@ -138,9 +149,12 @@ def image_grid_figure(rows: Mapping[str, torch.Tensor], column_titles: Sequence[
 def _comparison_panels(comparisons: Mapping[str, ActivationComparison], title: str, counts: bool) -> go.Figure:
     names = list(comparisons)
     first = next(iter(comparisons.values()))
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.08,
+    # a count panel names its saturation: a saturated count cannot show quiet channels
+    panel_titles = [f"{name} (saturated)" if counts and is_saturated(c.natural, c.threshold) else name
+                    for name, c in comparisons.items()]
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=panel_titles, horizontal_spacing=0.08,
                         shared_yaxes=not counts)
-    traces, (x_title, y_title) = (count_traces, _FIGURE2_AXES) if counts else (magnitude_traces, _FIGURE1_AXES)
+    traces = count_traces if counts else magnitude_traces
     for j, name in enumerate(names, start=1):
         c = comparisons[name]
         rank = np.arange(1, c.natural.shape[1] + 1)
@@ -148,11 +162,15 @@ def _comparison_panels(comparisons: Mapping[str, ActivationComparison], title: s
                                                                            c.adversarial_magnitudes)
         for trace in traces(rank, *(v.numpy() for v in curves), showlegend=j == 1):
             fig.add_trace(trace, row=1, col=j)
-        fig.update_xaxes(title_text=x_title, row=1, col=j)
-    fig.update_yaxes(title_text=y_title, row=1, col=1)
+        fig.update_xaxes(title_text=_FIGURE2_X if counts else _FIGURE1_AXES[0], row=1, col=j)
+        if counts and (j == 1 or c.threshold != first.threshold):
+            fig.update_yaxes(title_text=count_axis_title(c.threshold), row=1, col=j)
+    if not counts:
+        fig.update_yaxes(title_text=_FIGURE1_AXES[1], row=1, col=1)
     cls = "all classes" if first.class_id is None else f"class {first.class_id}"
     fig.update_layout(title=f"{title}<br><sup>{cls}, {first.n_examples} test images, PGD ε = {first.eps:.3g}, "
-                            f"layer {first.layer}</sup>",
+                            f"layer {first.layer}, activated at > {100 * first.threshold:.3g} % of the image's "
+                            "max</sup>",
                       barmode="overlay", bargap=0, legend_title="examples", height=420, width=480 * len(names) + 80)
     return fig
 
@@ -170,7 +188,9 @@ def magnitude_figure(comparisons: Mapping[str, ActivationComparison],
 def count_figure(comparisons: Mapping[str, ActivationComparison],
                  title: str = "Figure 2: how many examples activate each channel") -> go.Figure:
     """The paper's Figure 2 for each model: per-channel activation counts, channels sorted by the natural count
-    (one panel per :class:`cas_edu.activations.ActivationComparison`).
+    (one panel per :class:`cas_edu.activations.ActivationComparison`). Each comparison's threshold is named in the
+    y-axis title (:func:`count_axis_title`) and a panel whose count is saturated says so in its title
+    (:func:`cas_edu.activations.is_saturated`).
 
     Raises: StopIteration when ``comparisons`` is empty.
     """
@@ -179,7 +199,8 @@ def count_figure(comparisons: Mapping[str, ActivationComparison],
 
 def activation_figure(comparison: ActivationComparison, title: str = "") -> go.Figure:
     """The paper's Figures 1 and 2 side by side for one model: traces 0-1 the magnitude curves (natural,
-    adversarial), traces 2-3 the count bars (the activation explorer writes its views into them).
+    adversarial), traces 2-3 the count bars (the activation explorer writes its views into them). The count's
+    y-axis (``yaxis2``) names the comparison's threshold (:func:`count_axis_title`).
 
     Raises: nothing of its own.
     """
@@ -193,7 +214,8 @@ def activation_figure(comparison: ActivationComparison, title: str = "") -> go.F
     for trace in count_traces(rank, comparison.natural_counts.numpy(), comparison.adversarial_counts.numpy(),
                               showlegend=False):
         fig.add_trace(trace, row=1, col=2)
-    for col, (x_title, y_title) in enumerate((_FIGURE1_AXES, _FIGURE2_AXES), start=1):
+    for col, (x_title, y_title) in enumerate((_FIGURE1_AXES, (_FIGURE2_X, count_axis_title(comparison.threshold))),
+                                             start=1):
         fig.update_xaxes(title_text=x_title, row=1, col=col)
         fig.update_yaxes(title_text=y_title, row=1, col=col)
     fig.update_layout(height=380, width=1000, barmode="overlay", bargap=0, margin=dict(l=60, r=20, t=80, b=50),
@@ -202,7 +224,8 @@ def activation_figure(comparison: ActivationComparison, title: str = "") -> go.F
 
 
 def summary_table(comparisons: Mapping[str, ActivationComparison], digits: int = 3) -> str:
-    """A plain-text table of ``ActivationComparison.summary()`` per model (rows: quantities, columns: models).
+    """A plain-text table of ``ActivationComparison.summary()`` per model (rows: quantities, columns: models),
+    ending with the activation threshold and whether the count is saturated at it (yes / no).
 
     Raises: nothing of its own.
     """
@@ -211,8 +234,10 @@ def summary_table(comparisons: Mapping[str, ActivationComparison], digits: int =
             ("channel entropy, natural", "natural_entropy", digits),
             ("channel entropy, adversarial", "adversarial_entropy", digits),
             ("fraction activated, natural", "natural_fraction_activated", digits),
-            ("fraction activated, adversarial", "adversarial_fraction_activated", digits)]
+            ("fraction activated, adversarial", "adversarial_fraction_activated", digits),
+            ("threshold t (share of the image's max)", "threshold", digits)]
     body = [[label] + [f"{s[key]:.{nd}f}" for s in summaries.values()] for label, key, nd in rows]
+    body.append(["count saturated at t"] + ["yes" if s["saturated"] else "no" for s in summaries.values()])
     return text_table(["quantity", *summaries], body, gap=2, rule=False, min_widths=[0] + [8] * len(summaries))
 
 

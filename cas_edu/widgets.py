@@ -5,13 +5,14 @@ Each explorer has a plain view function that computes what it shows by calling t
 :func:`cas_edu.activations.compare_activations`; :func:`channel_view` →
 :func:`cas_edu.activations.suppression_summary`),
 a figure drawn by :mod:`cas_edu.plots`, and a small class on :class:`Explorer`: moving a control calls ``update()``,
-which computes ``view()`` and writes it into the ``go.FigureWidget``. Tests drive every widget headlessly by setting
-a control's value and reading the figure's data.
+which computes ``view()`` and writes it into the ``go.FigureWidget``. The activation explorer's threshold slider
+re-counts cached activations (no new attack) and its summary says when the count is saturated. Tests drive every
+widget headlessly by setting a control's value and reading the figure's data.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any, Iterator, Mapping, Sequence
 
 import ipywidgets as widgets
@@ -21,18 +22,21 @@ import torch
 from torch import nn
 
 from . import plots
-from .activations import ActivationComparison, ChannelData, compare_activations, suppression_summary
+from .activations import (DEFAULT_THRESHOLD, ActivationComparison, ChannelData, compare_activations,
+                          suppression_summary)
 from .activations import class_comparison  # deprecated alias (moved to cas_edu.activations), kept for one release
 from .evaluation import CURVE_ATTACKS, LABELS, craft, curve_options
 from .models import eval_mode, model_device, num_classes
 from .plots import DIVERGING  # deprecated alias (moved to cas_edu.plots), kept for one release
 from .validation import check_inputs, check_seed
 
-__all__ = ["ActivationExplorer", "ChannelExplorer", "EPSILON_ATTACKS", "EpsilonExplorer", "Explorer",
-           "activation_view", "channel_view", "craft_adversarial", "epsilon_view", "summary_html"]
+__all__ = ["ACTIVATION_THRESHOLDS", "ActivationExplorer", "ChannelExplorer", "EPSILON_ATTACKS", "EpsilonExplorer",
+           "Explorer", "activation_view", "channel_view", "craft_adversarial", "epsilon_view", "summary_html"]
 
 #: Attacks the ε explorer offers: value -> button label (:data:`cas_edu.evaluation.CURVE_ATTACKS`).
 EPSILON_ATTACKS = {name: LABELS[name] for name in CURVE_ATTACKS}
+#: Activation thresholds the activation explorer offers (fractions of each image's largest channel; the paper: 1 %).
+ACTIVATION_THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
 @contextmanager
@@ -251,25 +255,29 @@ def _full_comparison(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.
 
 def activation_view(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, eps: float, class_id: int,
                     model_name: str, layer: str | None = None, steps: int = 20, seed: int = 0,
-                    cache: dict | None = None) -> dict[str, Any]:
-    """Figure 1 / Figure 2 curves and scalar summaries for one model, class and ε.
+                    cache: dict | None = None, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+    """Figure 1 / Figure 2 curves and scalar summaries for one model, class, ε and activation threshold.
 
     PGD-``steps`` (the official figures' attack, :func:`cas_edu.activations.compare_activations`, seeded with
     ``seed``) runs once per (model, ε) on all of ``x``; ``cache`` (a dict) keeps those comparisons so that
-    changing the class or returning to an ε costs only the statistics
-    (:func:`cas_edu.activations.class_comparison`). Returns numpy ``rank`` (1..C), ``natural_magnitudes`` /
-    ``adversarial_magnitudes`` (each sorted descending, Figure 1), ``natural_counts`` / ``adversarial_counts``
-    (sorted by the natural count, Figure 2), ``summary`` (``ActivationComparison.summary()``), ``model_name``,
-    ``class_id``, ``eps``, ``layer``.
+    changing the class or the threshold, or returning to an ε, costs only the statistics
+    (:func:`cas_edu.activations.class_comparison` re-counts the cached activations at ``threshold``). A channel
+    counts as activated by an image when it exceeds ``threshold`` × the image's largest channel (the paper: 1 %).
+    Returns numpy ``rank`` (1..C), ``natural_magnitudes`` / ``adversarial_magnitudes`` (each sorted descending,
+    Figure 1), ``natural_counts`` / ``adversarial_counts`` (sorted by the natural count, Figure 2), ``summary``
+    (``ActivationComparison.summary()``: with ``threshold``, ``saturation`` and ``saturated``),
+    ``saturation_note`` (one sentence, ``ActivationComparison.saturation_note()``), ``model_name``,
+    ``class_id``, ``eps``, ``threshold``, ``layer``.
 
     Shape: x (N, C, H, W) in [0, 1], y (N,) integer labels (input rule of :mod:`cas_edu.validation`).
     Units: eps in pixel units of [0, 1] (L∞).
-    Raises: ValueError for an unknown model, bad inputs, seed or ε, or a class without examples in y.
+    Raises: ValueError for an unknown model, bad inputs, seed or ε, a threshold outside [0, 1], or a class
+    without examples in y.
     """
     cache = {} if cache is None else cache
     full = _full_comparison(models, x, y, eps, model_name, layer, steps, seed, cache)
     with _one_thread():
-        comparison = class_comparison(full, y, class_id)
+        comparison = class_comparison(full, y, class_id, threshold)
         summary = comparison.summary()
     return {
         "rank": np.arange(1, comparison.natural.shape[1] + 1),
@@ -278,48 +286,66 @@ def activation_view(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.T
         "natural_counts": comparison.natural_counts.numpy(),
         "adversarial_counts": comparison.adversarial_counts.numpy(),
         "summary": summary,
+        "saturation_note": comparison.saturation_note(),
         "model_name": model_name,
         "class_id": int(class_id),
         "eps": float(eps),
+        "threshold": float(threshold),
         "layer": comparison.layer,
     }
 
 
 def summary_html(view: Mapping[str, Any]) -> str:
-    """A small HTML table of an activation view's scalar summaries.
+    """A small HTML table of an activation view's scalar summaries, then one plain sentence on the count's
+    saturation at the view's threshold (bold when saturated: the count cannot show quiet channels).
 
-    Raises: nothing of its own (a view without ``summary`` raises KeyError).
+    Raises: nothing of its own (a view without ``summary`` or ``saturation_note`` raises KeyError).
     """
     s = view["summary"]
     rows = [("examples", f"{int(s['n_examples'])}", ""),
             ("mean activation (adv ÷ nat)", f"{s['magnitude_ratio']:.3f}", ""),
             ("channel entropy (1 = uniform)", f"{s['natural_entropy']:.3f}", f"{s['adversarial_entropy']:.3f}"),
-            ("fraction of channels activated", f"{s['natural_fraction_activated']:.3f}",
-             f"{s['adversarial_fraction_activated']:.3f}")]
+            (f"fraction of channels activated (t = {100 * s['threshold']:.3g} %)",
+             f"{s['natural_fraction_activated']:.3f}", f"{s['adversarial_fraction_activated']:.3f}")]
     body = "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
+    note = view["saturation_note"]
+    note = f"<b>{note}</b>" if s["saturated"] else note
     return ("<table style='font-family:monospace'><tr><th></th><th>natural</th><th>adversarial</th></tr>"
-            + body + "</table>")
+            + body + f"</table><p style='font-family:monospace'>{note}</p>")
 
 
 class ActivationExplorer(Explorer):
-    """ε slider, class picker and model toggle driving Figure 1 (magnitudes) and Figure 2 (counts)
-    (:func:`cas_edu.plots.activation_figure`) plus a summary table. ``precompute()`` crafts PGD examples for every
-    (model, ε on the slider's grid) once.
+    """ε slider, class picker, model toggle and activation-threshold slider driving Figure 1 (magnitudes) and
+    Figure 2 (counts) (:func:`cas_edu.plots.activation_figure`) plus a summary table. ``precompute()`` crafts PGD
+    examples for every (model, ε on the slider's grid) once.
+
+    The threshold t (:data:`ACTIVATION_THRESHOLDS`, plus ``threshold`` if it is not one of them) decides when a
+    channel counts as activated by an image: above t × the image's largest channel (the paper: 1 %). Moving it
+    re-counts the cached activations and never attacks again. On a dense layer almost every channel passes 1 %:
+    the count is then *saturated* and cannot show quiet channels; the summary under the figure says how many
+    channels natural images activate at t and says plainly when the count is saturated
+    (``ActivationComparison.saturation_note()``), and the count's axis names t.
 
     Shape: x (N, C, H, W) in [0, 1], N ≥ 1; y (N,) integer labels (input rule of :mod:`cas_edu.validation`, for
     every model); ``classes`` names every class and ``class_id`` must have an example in ``y``.
-    Units: eps, eps_max and eps_step in pixel units of [0, 1] (L∞).
-    Raises: ValueError for no models, bad inputs or class names, a bad ε grid, or an absent ``class_id``.
+    Units: eps, eps_max and eps_step in pixel units of [0, 1] (L∞); threshold a fraction in [0, 1] of each
+    image's largest channel.
+    Raises: ValueError for no models, bad inputs or class names, a bad ε grid, a threshold outside [0, 1], or an
+    absent ``class_id``.
     """
 
     def __init__(self, models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, classes: Sequence[str],
                  eps: float = 0.1, eps_max: float = 0.2, eps_step: float = 0.025, class_id: int = 0,
                  model_name: str | None = None, layer: str | None = None, steps: int = 20, seed: int = 0,
-                 precompute: bool = True, progress: bool | None = None) -> None:
+                 precompute: bool = True, progress: bool | None = None,
+                 threshold: float = DEFAULT_THRESHOLD) -> None:
         if not models:
             raise ValueError("ActivationExplorer needs at least one model, e.g. {'STD': std_model, 'AT': at_model}.")
         if not 0 < eps_step <= eps_max <= 1 or not 0 <= eps <= eps_max:
             raise ValueError(f"need 0 < eps_step <= eps_max <= 1 and 0 <= eps <= eps_max, got {eps}, {eps_max}, {eps_step}.")
+        if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 <= threshold <= 1:
+            raise ValueError(f"threshold is a fraction of each image's largest channel and must lie in [0, 1] "
+                             f"(the paper's is 0.01), got {threshold!r}.")
         for model in models.values():
             checked = _check_explorer_inputs(model, x, y, classes)
         x, y = checked
@@ -338,14 +364,18 @@ class ActivationExplorer(Explorer):
                                              value=class_id, description="class")
         self.model_toggle = widgets.ToggleButtons(options=list(self.models), value=model_name or next(iter(self.models)),
                                                   description="model")
+        thresholds = sorted({*ACTIVATION_THRESHOLDS, float(threshold)})
+        self.threshold_slider = widgets.SelectionSlider(options=[(f"{100 * t:g} %", t) for t in thresholds],
+                                                        value=float(threshold), description="threshold t",
+                                                        continuous_update=True)
         self.summary = widgets.HTML()
         if precompute:
             self.precompute(progress)
         first = self.comparison(self.model_toggle.value, float(self.eps_slider.value), int(self.class_picker.value))
         self.figure = go.FigureWidget(plots.activation_figure(first))
-        self._connect([self.eps_slider, self.class_picker, self.model_toggle],
-                      [widgets.HBox([self.eps_slider, self.class_picker]), self.model_toggle, self.figure,
-                       self.summary])
+        self._connect([self.eps_slider, self.class_picker, self.model_toggle, self.threshold_slider],
+                      [widgets.HBox([self.eps_slider, self.class_picker]),
+                       widgets.HBox([self.model_toggle, self.threshold_slider]), self.figure, self.summary])
 
     @property
     def eps_grid(self) -> list[float]:
@@ -361,16 +391,22 @@ class ActivationExplorer(Explorer):
         for name, eps in tqdm(jobs, desc="PGD + activations", disable=progress is False):
             _full_comparison(self.models, self.x, self.y, eps, name, self.layer, self.steps, self.seed, self.cache)
 
-    def comparison(self, model_name: str, eps: float, class_id: int | None = None) -> ActivationComparison:
-        """The (cached) natural-vs-PGD comparison for one model and ε: every example, or one class."""
+    def comparison(self, model_name: str, eps: float, class_id: int | None = None,
+                   threshold: float | None = None) -> ActivationComparison:
+        """The (cached) natural-vs-PGD comparison for one model and ε: every example, or one class, counted at
+        ``threshold`` (None: the threshold slider's value; a new threshold re-counts, it never attacks again)."""
+        threshold = float(self.threshold_slider.value) if threshold is None else threshold
         full = _full_comparison(self.models, self.x, self.y, eps, model_name, self.layer, self.steps, self.seed,
                                 self.cache)
-        return full if class_id is None else class_comparison(full, self.y, class_id)
+        if class_id is None:
+            return full if threshold == full.threshold else full.at_threshold(threshold)
+        return class_comparison(full, self.y, class_id, threshold)
 
     def view(self) -> dict[str, Any]:
         """The activation view for the controls' current values."""
         return activation_view(self.models, self.x, self.y, float(self.eps_slider.value), int(self.class_picker.value),
-                               self.model_toggle.value, self.layer, self.steps, self.seed, self.cache)
+                               self.model_toggle.value, self.layer, self.steps, self.seed, self.cache,
+                               float(self.threshold_slider.value))
 
     def traces(self, view: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The Figure 1 curves, then the Figure 2 bars (natural, adversarial)."""
@@ -378,15 +414,18 @@ class ActivationExplorer(Explorer):
                 ("natural_magnitudes", "adversarial_magnitudes", "natural_counts", "adversarial_counts")]
 
     def title(self, view: Mapping[str, Any]) -> str:
-        """Model, class, attack, layer and the mean-activation ratio."""
+        """Model, class, attack, layer, the threshold and the mean-activation ratio; "count saturated" when it is."""
         s = view["summary"]
+        saturated = " (count saturated)" if s["saturated"] else ""
         return (f"{view['model_name']}, class {self.classes[view['class_id']]} ({int(s['n_examples'])} test images), "
-                f"PGD-{self.steps} ε = {view['eps']:.3f}, layer {view['layer']}: "
-                f"mean activation ×{s['magnitude_ratio']:.2f}")
+                f"PGD-{self.steps} ε = {view['eps']:.3f}, layer {view['layer']}, t = {100 * view['threshold']:g} %"
+                f"{saturated}: mean activation ×{s['magnitude_ratio']:.2f}")
 
     def update(self) -> dict[str, Any]:
-        """Recompute the view, write it into the figure and the summary table; returns the view."""
+        """Recompute the view, write it into the figure, the count axis' threshold and the summary table; returns
+        the view."""
         view = super().update()
+        self.figure.layout.yaxis2.title.text = plots.count_axis_title(view["threshold"])
         self.summary.value = summary_html(view)
         return view
 

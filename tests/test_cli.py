@@ -185,6 +185,27 @@ def test_activations_table_for_one_class(run_dir, capsys):
     assert 0 < float(lines["n_examples"]) < 100
 
 
+@pytest.mark.usefixtures("one_thread")  # PGD-20 on 20 digits: well under a second on one thread
+def test_activations_threshold_passes_through(run_dir, capsys):
+    """--threshold reaches the counts; the JSON and the table report threshold, saturation and saturated."""
+    results = {}
+    for threshold in ("0.01", "0.5"):
+        code, out, err = run_cli(capsys, "activations", run_dir, "--n", "20", "--json", "--device", "cpu",
+                                 "--threshold", threshold)
+        assert code == 0, err
+        results[threshold] = json.loads(out)
+    default, high = results["0.01"], results["0.5"]
+    assert default["threshold"] == 0.01 and high["threshold"] == 0.5
+    assert isinstance(high["saturated"], bool) and 0 <= high["saturation"] <= 1
+    assert high["saturation"] < default["saturation"] and high["saturated"] is False
+    assert sum(high["natural_counts"]) < sum(default["natural_counts"])
+    code, out, err = run_cli(capsys, "activations", run_dir, "--n", "20", "--device", "cpu", "--threshold", "0.5")
+    assert code == 0, err
+    lines = dict(line.split(None, 1) for line in out.splitlines())
+    assert lines["threshold"] == "0.5000" and lines["saturated"] == "False" and "saturation" in lines
+    assert out.splitlines()[-1].startswith("not saturated: ") and "at t = 50 %" in out
+
+
 # --------------------------------------------------------------------------- bad arguments: exit 2, one line
 
 

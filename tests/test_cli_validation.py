@@ -210,6 +210,9 @@ ACT_CASES = {
     "class-id-negative": (["--class-id", "-1"], "--class-id"), "layer-unknown": (["--layer", "nosuch"], "block3"),
     "n-0": (["--n", "0"], "--n"), "eps-negative": (["--eps", "-1"], "--eps"), "device": (["--device", "tpu"], "tpu"),
     "seed-2**63": (["--seed", str(2**63)], "--seed"),
+    "threshold-negative": (["--threshold", "-0.1"], "--threshold"),
+    "threshold-above-1": (["--threshold", "1.5"], "--threshold"),
+    "threshold-nan": (["--threshold", "nan"], "--threshold"), "threshold-text": (["--threshold", "1%"], "--threshold"),
 }
 
 

@@ -145,6 +145,100 @@ def test_activation_explorer_controls_drive_the_figure(examples, models):
     assert whole.n_examples == len(y) and explorer.comparison("AT", 0.1, class_id=1).n_examples == int((y == 1).sum())
 
 
+# --------------------------------------------------------------------------- 02: the activation threshold
+
+
+@pytest.mark.usefixtures("one_thread")  # tiny CPU work: more threads only add synchronisation
+def test_activation_explorer_threshold_recounts_without_attacking(examples, models, monkeypatch):
+    """Moving the threshold re-counts the cached activations: the counts, summary, title and count axis change,
+    and no attack runs."""
+    from cas_edu import activations
+
+    x, y, classes = examples
+    attacks = []
+    real_attack = activations._figure_attack
+
+    def counting_attack(*args, **kwargs):
+        attacks.append(args[3])  # ε
+        return real_attack(*args, **kwargs)
+
+    monkeypatch.setattr(activations, "_figure_attack", counting_attack)
+    explorer = widgets.ActivationExplorer(models, x, y, classes, eps=0.1, eps_max=0.1, eps_step=0.1, class_id=0,
+                                          steps=2, progress=False)
+    assert attacks == [0.1, 0.1]  # precomputed: one PGD per model at ε = 0.1 (ε = 0 needs none)
+    assert explorer.threshold_slider.value == activations.DEFAULT_THRESHOLD
+    fig = explorer.figure
+    counts_at_1 = np.asarray(fig.data[2].y).copy()
+    explorer.threshold_slider.value = 0.3  # the observer fires update()
+    assert attacks == [0.1, 0.1], "changing the threshold must not attack again"
+    counts_at_30 = np.asarray(fig.data[2].y)
+    assert not np.array_equal(counts_at_1, counts_at_30)
+    natural = explorer.comparison("STD", 0.1).natural[(y == 0).numpy()]
+    expected = torch.sort(activations.activation_counts(natural, 0.3), descending=True, stable=True).values
+    np.testing.assert_array_equal(counts_at_30, expected.numpy())
+    view = explorer.last_view
+    assert view["threshold"] == 0.3 and view["summary"]["threshold"] == 0.3
+    assert view["summary"]["saturation"] == pytest.approx(activations.saturation(natural, 0.3))
+    assert "t = 30 %" in fig.layout.title.text and "> 30 %" in fig.layout.yaxis2.title.text
+    assert "t = 30 %" in explorer.summary.value and "channels active for natural images" in explorer.summary.value
+    # comparison(): the slider's threshold by default, any other on request; still no attack
+    assert explorer.comparison("AT", 0.1, class_id=0).threshold == 0.3
+    assert explorer.comparison("AT", 0.1, threshold=0.5).threshold == 0.5
+    explorer.model_toggle.value = "AT"
+    assert attacks == [0.1, 0.1] and "t = 30 %" in fig.layout.title.text
+    with pytest.raises(ValueError, match="threshold"):
+        widgets.ActivationExplorer(models, x, y, classes, eps=0.1, eps_max=0.1, eps_step=0.1, threshold=1.5,
+                                   precompute=False)
+
+
+def _comparison(natural: torch.Tensor, threshold: float = 0.01):
+    from cas_edu.activations import ActivationComparison
+
+    return ActivationComparison(layer="block3", class_id=None, eps=0.1, natural=natural, adversarial=natural.flip(1),
+                                threshold=threshold)
+
+
+def test_summary_reports_a_saturated_and_a_sparse_layer():
+    saturated = _comparison(torch.rand(12, 16, generator=torch.Generator().manual_seed(0)) + 0.5)  # all active
+    summary = saturated.summary()
+    assert summary["threshold"] == 0.01 and summary["saturation"] == 1.0 and summary["saturated"] is True
+    assert saturated.saturation_note().startswith("saturated: 100 % of channels active for natural images at t = 1 %")
+    sparse_acts = torch.zeros(12, 16)
+    sparse_acts[torch.arange(12), torch.arange(12) % 16] = 1.0  # one active channel per image
+    summary = _comparison(sparse_acts).summary()
+    assert summary["saturation"] == pytest.approx(1 / 16) and summary["saturated"] is False
+    assert _comparison(sparse_acts).saturation_note().startswith("not saturated: 6.25 %")
+    # the explorer's summary says it plainly, in bold only when saturated
+    for comparison, bold in ((saturated, True), (_comparison(sparse_acts), False)):
+        html = widgets.summary_html({"summary": comparison.summary(), "saturation_note": comparison.saturation_note()})
+        assert comparison.saturation_note() in html and ("<b>" in html) == bold
+
+
+def test_at_threshold_recounts_the_same_activations():
+    ramp = torch.arange(1, 21, dtype=torch.float32).repeat(6, 1) / 20  # channel c holds (c + 1) / 20
+    comparison = _comparison(ramp)
+    assert comparison.summary()["saturated"] is True
+    half = comparison.at_threshold(0.5)
+    assert half.natural is comparison.natural and half.adversarial is comparison.adversarial
+    assert half.threshold == 0.5 and comparison.threshold == 0.01
+    assert half.summary()["saturation"] == pytest.approx(0.5) and half.summary()["saturated"] is False
+    assert int((half.natural_counts > 0).sum()) == 10 and int((comparison.natural_counts > 0).sum()) == 20
+    with pytest.raises(ValueError, match="threshold"):
+        comparison.at_threshold(1.5)
+
+
+def test_count_figures_name_the_threshold_and_saturation():
+    ramp = torch.arange(1, 21, dtype=torch.float32).repeat(6, 1) / 20
+    comparisons = {"dense": _comparison(ramp), "sparse": _comparison(ramp, threshold=0.5)}
+    fig = plots.count_figure(comparisons)
+    assert fig.layout.yaxis.title.text == "examples activating the channel (> 1 % of the image's max)"
+    assert "> 50 % of the image's max" in fig.layout.yaxis2.title.text
+    assert [a.text for a in fig.layout.annotations] == ["dense (saturated)", "sparse"]
+    assert "activated at > 1 % of the image's max" in fig.layout.title.text
+    single = plots.activation_figure(comparisons["sparse"])
+    assert single.layout.yaxis2.title.text == plots.count_axis_title(0.5)
+
+
 # --------------------------------------------------------------------------- static figures
 
 
@@ -179,7 +273,8 @@ def test_activation_figures_and_table(examples, models):
         assert len(fig.data) == 4 and {t.name for t in fig.data} == {"natural", "adversarial"}
         assert sum(bool(t.showlegend) for t in fig.data) == 2
     table = plots.summary_table(comparisons)
-    assert table.splitlines()[0].split() == ["quantity", "STD", "AT"] and len(table.splitlines()) == 7
+    assert table.splitlines()[0].split() == ["quantity", "STD", "AT"] and len(table.splitlines()) == 9
+    assert table.splitlines()[-2].split()[-2:] == ["0.010", "0.010"]  # the threshold row
     long_names = plots.summary_table({"AT": comparisons["AT"], "AT+CAS (before the mask)": comparisons["AT"]})
     assert long_names.splitlines()[0].split()[:3] == ["quantity", "AT", "AT+CAS"]
     grid = plots.image_grid_figure({"clean": x[:3], "δ": x[:3] - 0.5}, column_titles=["a", "b", "c"],
