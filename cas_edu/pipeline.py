@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from . import cli, data, evaluation, run_folder, training
 from .checkpoint import CheckpointWriteError, checkpoint_file, load_checkpoint, read_checkpoint
 from .evaluation import EvaluationReport, PairedDifference
-from .presets import METHODS, Profile, TrainConfig, get_profile, make_config
+from .presets import DEFAULT_EPS, METHODS, Profile, TrainConfig, get_profile, make_config
 from .presets import PROFILES, SUITE_METHODS  # deprecated alias (moved to cas_edu.presets), kept for one release
 from .runtime import resolve_device, show_progress
 from .tables import markdown_table
@@ -172,8 +172,12 @@ def run_suite(profile: str | Profile = "cpu", runs_dir: str | Path = "runs", dat
     if dataset is None:
         dataset = data.load(p.dataset, root=data_root)
     suite = Suite(profile=p, configs=configs)
-    for name, config in configs.items():
-        out_dir = Path(runs_dir) / p.name / name
+    return _train_runs(suite, dataset, lambda name: Path(runs_dir) / p.name / name, progress, overwrite)
+
+
+def _train_runs(suite: Suite, dataset: data.Dataset, folder, progress: bool | None, overwrite: bool) -> Suite:
+    for name, config in suite.configs.items():
+        out_dir = folder(name)
         suite.run_dirs[name] = out_dir
         suite.reused[name] = is_finished(config, out_dir)
         started = time.perf_counter()
@@ -182,6 +186,69 @@ def run_suite(profile: str | Profile = "cpu", runs_dir: str | Path = "runs", dat
         suite.seconds[name] = time.perf_counter() - started
         suite.models[name], suite.histories[name] = model.eval(), history
     return suite
+
+
+#: The model notebooks 02-03 probe per profile: the smallest model whose standard version shows both of the
+#: paper's observations on digits (benchmarks/observations.py), and the paper's own ResNet-18 on CIFAR-10.
+OBSERVATION_MODELS = {"cpu": "resnet18_w32", "gpu": "resnet18"}
+#: The runs notebooks 02-03 train: standard, PGD-AT and PGD-AT+CAS, schedule-matched.
+OBSERVATION_RUNS = ("standard", "pgd_at", "pgd_at+cas")
+#: The cpu profile's schedule for them: the fast preset's 12 epochs, a 3-step training attack (step 2.5·ε/3).
+OBSERVATION_CPU_EPOCHS = 12
+OBSERVATION_CPU_ATTACK_STEPS = 3
+
+
+def observation_configs(profile: str | Profile = "cpu", seed: int = 0, device: str = "auto",
+                        data_root: str | None = None) -> dict[str, TrainConfig]:
+    """The standard, PGD-AT and PGD-AT+CAS configs whose models notebooks 02-03 probe, keyed by :func:`run_name`
+    (``standard``, ``pgd_at``, ``pgd_at+cas``); the three share epochs, training attack and seed.
+
+    ``cpu``: digits, :data:`OBSERVATION_MODELS` ``["cpu"]`` (ResNet-18 at half width, 256 channels in layer4), the
+    fast preset, 12 epochs, PGD-3 training attacks with step 2.5·ε/3. ``gpu``: CIFAR-10, ResNet-18 and the official
+    schedules; its PGD-AT and PGD-AT+CAS configs are notebook 04's (:func:`suite_configs`), so its runs are reused.
+
+    Units: ε in pixel units of [0, 1] (L∞): the dataset's default (digits 0.1, CIFAR-10 8/255).
+    Raises: ``ValueError`` for an unknown profile or values that cannot train.
+    Source: arXiv 2103.08307 §3 (the observations are made on ResNet-18's layer4 on CIFAR-10).
+    """
+    p = get_profile(profile)
+    model = OBSERVATION_MODELS[p.name]
+    if p.name == "gpu":
+        at = suite_configs(p, ("pgd_at",), seed=seed, device=device, data_root=data_root)
+        standard = make_config(p.dataset, model, "standard", False, p.preset, seed=seed, device=device,
+                               data_root=data_root)
+        return {"standard": standard, **at}
+    eps, steps = DEFAULT_EPS[p.dataset], OBSERVATION_CPU_ATTACK_STEPS
+    attack = dict(eps=eps, attack_steps=steps, step_size=2.5 * eps / steps)
+    return {run_name(method, cas): make_config(p.dataset, model, method, cas, p.preset, epochs=OBSERVATION_CPU_EPOCHS,
+                                               seed=seed, device=device, data_root=data_root,
+                                               **(attack if method != "standard" else {}))
+            for method, cas in (("standard", False), ("pgd_at", False), ("pgd_at", True))}
+
+
+def observation_run_dir(runs_dir: str | Path, profile: str | Profile, name: str) -> Path:
+    """Where a run of :func:`observation_configs` lives: ``runs_dir/<profile>/<run>`` when the profile's suite
+    trains the same model (gpu: shared with notebook 04), else ``runs_dir/<profile>/<model>/<run>``.
+
+    Raises: ``ValueError`` for an unknown profile.
+    """
+    p = get_profile(profile)
+    model = OBSERVATION_MODELS[p.name]
+    return Path(runs_dir) / p.name / name if model == p.model else Path(runs_dir) / p.name / model / name
+
+
+def observation_suite(profile: str | Profile = "cpu", runs_dir: str | Path = "runs",
+                      dataset: data.Dataset | None = None, seed: int = 0, device: str = "auto",
+                      data_root: str | None = None, progress: bool | None = None) -> Suite:
+    """Train (or reuse) the runs of :func:`observation_configs` into :func:`observation_run_dir` folders.
+
+    Raises: as :func:`run_suite`.
+    """
+    p = get_profile(profile)
+    suite = Suite(profile=p, configs=observation_configs(p, seed=seed, device=device, data_root=data_root))
+    if dataset is None:
+        dataset = data.load(p.dataset, root=data_root)
+    return _train_runs(suite, dataset, lambda name: observation_run_dir(runs_dir, p, name), progress, False)
 
 
 def eval_examples(dataset: data.Dataset, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -409,5 +476,6 @@ def __getattr__(name: str):
 
 __all__ = ["PROFILES", "Profile", "Suite", "SUITE_METHODS", "balanced_subset", "cas_gain_intervals", "cas_gains",
            "check_cas_gains", "cli_command", "display_name", "eval_examples", "evaluate_suite", "get_profile",
-           "is_finished", "results_counts", "results_rows", "results_table", "run_name", "run_suite", "suite_configs",
+           "is_finished", "OBSERVATION_MODELS", "OBSERVATION_RUNS", "observation_configs", "observation_run_dir",
+           "observation_suite", "results_counts", "results_rows", "results_table", "run_name", "run_suite", "suite_configs",
            "worst_case"]

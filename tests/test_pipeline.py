@@ -243,3 +243,46 @@ def test_results_table_is_the_markdown_table_of_its_rows(reports):
     headers, rows = pipeline.results_rows(reports)
     table = pipeline.results_table(reports)
     assert table.startswith(markdown_table(headers, [pipeline.results_counts(reports)] + rows) + "\n")
+
+
+def test_observation_configs_are_schedule_matched_and_printable():
+    configs = pipeline.observation_configs("cpu", seed=3)
+    assert list(configs) == list(pipeline.OBSERVATION_RUNS)
+    assert {c.model for c in configs.values()} == {pipeline.OBSERVATION_MODELS["cpu"]} == {"resnet18_w32"}
+    assert {(c.dataset, c.epochs, c.seed, c.preset) for c in configs.values()} == {("digits", 12, 3, "fast")}
+    at, cas = configs["pgd_at"], configs["pgd_at+cas"]
+    assert (at.method, at.cas, cas.method, cas.cas, configs["standard"].method) == ("pgd_at", False, "pgd_at", True,
+                                                                                   "standard")
+    assert (at.eps, at.attack_steps, at.step_size) == (cas.eps, cas.attack_steps, cas.step_size) == (0.1, 3, 0.1 * 2.5 / 3)
+    parser = cli.build_parser()
+    for name, config in configs.items():
+        folder = pipeline.observation_run_dir("runs", "cpu", name)
+        assert folder.as_posix() == f"runs/cpu/resnet18_w32/{name}"
+        rebuilt = cli.config_from_args(parser.parse_args(pipeline.cli_command(config, folder).split()[3:]))
+        assert rebuilt == config
+
+
+def test_gpu_observation_runs_are_notebook_04s():
+    configs = pipeline.observation_configs("gpu")
+    suite = pipeline.suite_configs("gpu", methods=["pgd_at"])
+    assert configs["pgd_at"] == suite["pgd_at"] and configs["pgd_at+cas"] == suite["pgd_at+cas"]
+    assert (configs["standard"].dataset, configs["standard"].model, configs["standard"].preset) == (
+        "cifar10", "resnet18", "paper")
+    assert pipeline.observation_run_dir("runs", "gpu", "pgd_at").as_posix() == "runs/gpu/pgd_at"
+    with pytest.raises(ValueError, match="cpu, gpu"):
+        pipeline.observation_configs("full")
+
+
+def test_observation_suite_trains_then_reuses_its_runs(tmp_path, monkeypatch):
+    tiny = {name: config for name, config in pipeline.observation_configs("cpu").items()}
+    tiny = {name: make_config("digits", "small_cnn", c.method, c.cas, epochs=1, attack_steps=1, val_examples=16,
+                              device="cpu") for name, c in tiny.items()}
+    monkeypatch.setattr(pipeline, "observation_configs", lambda *args, **kwargs: tiny)
+    ds = data.load("digits")
+    small = data.Dataset(ds.name, data.Split(ds.train.x[:128], ds.train.y[:128]), ds.val, ds.test, ds.classes)
+    suite = pipeline.observation_suite("cpu", tmp_path, dataset=small, progress=False)
+    assert suite.reused == {name: False for name in pipeline.OBSERVATION_RUNS}
+    assert suite.run_dirs["pgd_at+cas"] == tmp_path / "cpu" / "resnet18_w32" / "pgd_at+cas"
+    assert suite.models["pgd_at+cas"].has_cas and not suite.models["pgd_at"].has_cas
+    again = pipeline.observation_suite("cpu", tmp_path, dataset=small, progress=False)
+    assert again.reused == {name: True for name in pipeline.OBSERVATION_RUNS}
