@@ -13,7 +13,10 @@ Definitions (used by the library, the benchmark and the notebooks):
 - The null for observation 2 is not zero: images perturbed by random ±ε sign noise also move activations, so the
   attack's woken count is compared with the noise's (``woken_excess`` = attack − noise, paired).
 - Intervals: 95 % percentile bootstrap over images, resampled within class (each class keeps its size); the
-  natural, adversarial and noise activations of an image are resampled together (paired).
+  natural, adversarial and noise activations of an image are resampled together (paired). The counts cut
+  per-class shares at 20 % and 50 %; a resample repeats some images, which spreads those shares, so the resampled
+  counts lean upward and an interval can sit partly above its point estimate. Read the interval as the spread,
+  and judge observation 2 by the paired excess over the noise, which shares that lean.
 
 Pure statistics on activations (:func:`observe`, testable with synthetic activations) are kept apart from the
 measurement on a model (:func:`measure_observations`: crafts the figures' PGD and the sign noise, captures the
