@@ -164,6 +164,11 @@ class Estimate:
         return self.format()
 
 
+def _check_n_resamples(n_resamples: int) -> None:
+    if not isinstance(n_resamples, int) or isinstance(n_resamples, bool) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be an integer ≥ 1, got {n_resamples!r}.")
+
+
 def stratified_resamples(y: torch.Tensor, n_resamples: int = N_RESAMPLES, seed: int = 0) -> torch.Tensor:
     """Bootstrap resamples of the images, drawn with replacement within each class (each class keeps its size).
 
@@ -174,8 +179,7 @@ def stratified_resamples(y: torch.Tensor, n_resamples: int = N_RESAMPLES, seed: 
     Raises: ValueError for empty or non-integer labels, n_resamples < 1 or a bad seed.
     Source: this package (no paper): the stratified bootstrap (Davison & Hinkley 1997, §3.2).
     """
-    if not isinstance(n_resamples, int) or isinstance(n_resamples, bool) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be an integer ≥ 1, got {n_resamples!r}.")
+    _check_n_resamples(n_resamples)
     seed = check_seed(seed)
     y = _check_labels(y)
     generator = torch.Generator().manual_seed(seed)
@@ -404,8 +408,7 @@ def _check_settings(thresholds: Sequence[float], quiet_fraction: float, woken_fr
         _check_threshold(t)
     _check_fraction(quiet_fraction, "quiet_fraction")
     _check_fraction(woken_fraction, "woken_fraction")
-    if not isinstance(n_resamples, int) or isinstance(n_resamples, bool) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be an integer ≥ 1, got {n_resamples!r}.")
+    _check_n_resamples(n_resamples)
     return tuple(float(t) for t in thresholds)
 
 
