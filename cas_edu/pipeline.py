@@ -191,6 +191,8 @@ def _train_runs(suite: Suite, dataset: data.Dataset, folder, progress: bool | No
 #: The model notebooks 02-03 probe per profile: the smallest model whose standard version shows both of the
 #: paper's observations on digits (benchmarks/observations.py), and the paper's own ResNet-18 on CIFAR-10.
 OBSERVATION_MODELS = {"cpu": "resnet18_w32", "gpu": "resnet18"}
+#: Profiles whose notebooks 02-03 run another profile's observation runs: on Colab, the cpu ones (digits).
+OBSERVATION_PROFILE_OF = {"colab": "cpu"}
 #: The runs notebooks 02-03 train: standard, PGD-AT and PGD-AT+CAS, schedule-matched.
 OBSERVATION_RUNS = ("standard", "pgd_at", "pgd_at+cas")
 #: The cpu profile's schedule for them: the fast preset's 12 epochs, a 3-step training attack (step 2.5·ε/3).
@@ -198,20 +200,31 @@ OBSERVATION_CPU_EPOCHS = 12
 OBSERVATION_CPU_ATTACK_STEPS = 3
 
 
+def observation_profile(profile: str | Profile) -> Profile:
+    """The profile whose observation runs notebooks 02-03 use under ``profile``: itself, or for ``colab`` the
+    ``cpu`` profile (:data:`OBSERVATION_PROFILE_OF`: a classroom-sized run; the paper's setting needs the gpu
+    profile's 200-epoch runs).
+
+    Raises: ``ValueError`` for an unknown profile.
+    """
+    p = get_profile(profile)
+    return get_profile(OBSERVATION_PROFILE_OF.get(p.name, p.name))
+
+
 def observation_configs(profile: str | Profile = "cpu", seed: int = 0, device: str = "auto",
                         data_root: str | None = None) -> dict[str, TrainConfig]:
     """The standard, PGD-AT and PGD-AT+CAS configs whose models notebooks 02-03 probe, keyed by :func:`run_name`
     (``standard``, ``pgd_at``, ``pgd_at+cas``); the three share epochs, training attack and seed.
 
-    ``cpu``: digits, :data:`OBSERVATION_MODELS` ``["cpu"]`` (ResNet-18 at half width, 256 channels in layer4), the
-    fast preset, 12 epochs, PGD-3 training attacks with step 2.5·ε/3. ``gpu``: CIFAR-10, ResNet-18 and the official
+    ``cpu`` (and ``colab``, see :func:`observation_profile`): digits, :data:`OBSERVATION_MODELS` ``["cpu"]``
+    (ResNet-18 at half width, 256 channels in layer4), the fast preset, 12 epochs, PGD-3 training attacks with step 2.5·ε/3. ``gpu``: CIFAR-10, ResNet-18 and the official
     schedules; its PGD-AT and PGD-AT+CAS configs are notebook 04's (:func:`suite_configs`), so its runs are reused.
 
     Units: ε in pixel units of [0, 1] (L∞): the dataset's default (digits 0.1, CIFAR-10 8/255).
     Raises: ``ValueError`` for an unknown profile or values that cannot train.
     Source: arXiv 2103.08307 §3 (the observations are made on ResNet-18's layer4 on CIFAR-10).
     """
-    p = get_profile(profile)
+    p = observation_profile(profile)
     model = OBSERVATION_MODELS[p.name]
     if p.name == "gpu":
         at = suite_configs(p, ("pgd_at",), seed=seed, device=device, data_root=data_root)
@@ -232,7 +245,7 @@ def observation_run_dir(runs_dir: str | Path, profile: str | Profile, name: str)
 
     Raises: ``ValueError`` for an unknown profile.
     """
-    p = get_profile(profile)
+    p = observation_profile(profile)
     model = OBSERVATION_MODELS[p.name]
     return Path(runs_dir) / p.name / name if model == p.model else Path(runs_dir) / p.name / model / name
 
@@ -244,7 +257,7 @@ def observation_suite(profile: str | Profile = "cpu", runs_dir: str | Path = "ru
 
     Raises: as :func:`run_suite`.
     """
-    p = get_profile(profile)
+    p = observation_profile(profile)
     suite = Suite(profile=p, configs=observation_configs(p, seed=seed, device=device, data_root=data_root))
     if dataset is None:
         dataset = data.load(p.dataset, root=data_root)
@@ -476,6 +489,6 @@ def __getattr__(name: str):
 
 __all__ = ["PROFILES", "Profile", "Suite", "SUITE_METHODS", "balanced_subset", "cas_gain_intervals", "cas_gains",
            "check_cas_gains", "cli_command", "display_name", "eval_examples", "evaluate_suite", "get_profile",
-           "is_finished", "OBSERVATION_MODELS", "OBSERVATION_RUNS", "observation_configs", "observation_run_dir",
-           "observation_suite", "results_counts", "results_rows", "results_table", "run_name", "run_suite", "suite_configs",
-           "worst_case"]
+           "is_finished", "OBSERVATION_MODELS", "OBSERVATION_PROFILE_OF", "OBSERVATION_RUNS", "observation_configs",
+           "observation_profile", "observation_run_dir", "observation_suite", "results_counts", "results_rows",
+           "results_table", "run_name", "run_suite", "suite_configs", "worst_case"]

@@ -314,11 +314,49 @@ PROFILES: dict[str, Profile] = {
                     "PGD-10 training attacks); best.pt evaluated on all 10,000 test images with the white-box "
                     "attacks, and with Square, AutoAttack and the straight-through attacks on a seeded, "
                     "class-balanced 1,000"),
+    "colab": Profile(
+        name="colab", dataset="cifar10", model="resnet18", preset="fast", epochs=10, attack_steps=5, n_eval=1000,
+        attacks=("natural", "fgsm", "pgd20", "cw", "square", "pgd-st"), square_queries=1000, methods=("pgd_at",),
+        subset_n=200,
+        description="CIFAR-10, ResNet-18 on a free Colab GPU: PGD-AT and PGD-AT+CAS only, the fast one-cycle "
+                    "preset shortened to 10 epochs with PGD-5 training attacks, fp32; best.pt evaluated on 1,000 "
+                    "test images, Square (1,000 queries) and the straight-through PGD-100×5 on a class-balanced "
+                    "200 of them (notebooks 01-03 run their cpu settings on this profile)"),
 }
+
+#: Training images per epoch of a dataset before the validation hold-out.
+TRAIN_IMAGES = {"cifar10": 50_000, "svhn": 73_257}
+#: Forward-pass GFLOP per 32×32 image (GUIDE §2: 0.555 G multiply-accumulates for the CIFAR ResNet-18).
+FORWARD_GFLOP = {"resnet18": 1.11, "wrn34_10": 13.3}
+#: A conservative sustained rate for a free-tier Colab T4 in fp32: 30 % of its 8.1 TFLOP/s peak (NVIDIA T4
+#: datasheet). An assumption until measured on such a GPU.
+COLAB_T4_FP32_FLOPS = 0.30 * 8.1e12
+
+
+def estimate_train_seconds(config: "TrainConfig", flops_per_second: float) -> float:
+    """Estimated wall time of one training run at a sustained ``flops_per_second``, from the FLOP count alone.
+
+    Per training image and epoch: the training attack's ``attack_steps`` forward + input-gradient backward passes
+    (2 forward-equivalents each) and one forward + full backward (3), i.e. 2·steps + 3 forward-equivalents (1 for
+    standard training: 3); the validation attack and data loading are ignored (a few per cent).
+
+    Units: seconds; ``flops_per_second`` in FLOP/s.
+    Raises: ``ValueError`` for a dataset or model without a recorded size (:data:`TRAIN_IMAGES`,
+    :data:`FORWARD_GFLOP`) or a non-positive rate.
+    Source: GUIDE §2 (forward FLOPs, the 23 forward-equivalents of PGD-10 AT).
+    """
+    if config.dataset not in TRAIN_IMAGES or config.model not in FORWARD_GFLOP:
+        raise ValueError(f"no size recorded for {config.dataset}/{config.model}; known datasets "
+                         f"{', '.join(TRAIN_IMAGES)}, models {', '.join(FORWARD_GFLOP)}.")
+    if not flops_per_second > 0:
+        raise ValueError(f"flops_per_second must be positive, got {flops_per_second!r}.")
+    images = TRAIN_IMAGES[config.dataset] * (1 - config.val_fraction)
+    passes = 3 if config.method == "standard" else 2 * config.attack_steps + 3
+    return config.epochs * images * passes * FORWARD_GFLOP[config.model] * 1e9 / flops_per_second
 
 
 def get_profile(profile: str | Profile) -> Profile:
-    """A :class:`Profile` by name (``cpu`` or ``gpu``, any case, spaces ignored); a Profile passes through.
+    """A :class:`Profile` by name (``cpu``, ``gpu`` or ``colab``, any case, spaces ignored); a Profile passes through.
 
     Raises: ``ValueError`` naming the profiles for an unknown name.
     Source: this package (no paper).
@@ -328,5 +366,5 @@ def get_profile(profile: str | Profile) -> Profile:
     key = str(profile).strip().lower()
     if key not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)} "
-                         "(set CAS_EDU_PROFILE=cpu or CAS_EDU_PROFILE=gpu).")
+                         "(e.g. set the environment variable CAS_EDU_PROFILE=cpu).")
     return PROFILES[key]

@@ -43,6 +43,8 @@
 #   figures (attacked, as there, with PGD-20). The AT model is notebook 04's run (reused when 04 trained it); the
 #   standard model is trained here. Both take GPU-hours: train them first with the commands printed in section 1
 #   (`--resume` continues an interrupted run), then run this notebook.
+# * **`colab`**: the `cpu` settings and runs, on a hosted notebook (the paper's setting needs the `gpu` profile's
+#   GPU-hours, more than a free Colab session gives).
 #
 # Any other profile name stops the next cell with an error that names the valid ones.
 
@@ -51,8 +53,7 @@ import os
 
 from cas_edu import pipeline, presets
 
-PROFILE = os.environ.get("CAS_EDU_PROFILE", "cpu")   # "cpu" (default, small) or "gpu" (the paper's setting)
-presets.get_profile(PROFILE)                         # ValueError naming the valid profiles for any other name
+PROFILE = presets.get_profile(os.environ.get("CAS_EDU_PROFILE", "cpu")).name   # cpu (default), colab or gpu; ValueError for others
 DEVICE = "auto"                                      # "auto": CUDA, then MPS, then CPU
 SEED = 0
 DATA_ROOT = os.environ.get("CAS_EDU_DATA")           # folder holding CIFAR-10 (gpu); digits need no files

@@ -45,13 +45,16 @@
 #   ResNet-18 with 512 channels in `layer4`, the official AT schedule, ε = 8/255. The AT and AT+CAS runs are
 #   notebook 04's (`runs/gpu/pgd_at`, `runs/gpu/pgd_at+cas`): train them there, or with the commands printed in
 #   section 2, before running this profile. The evaluation adds AutoAttack and the straight-through attack.
+# * **`colab`**: the `cpu` settings and runs, on a hosted notebook.
 #
 # Any other profile name stops the next cell with an error that names the valid ones.
 
 # %%
 import os
 
-PROFILE = os.environ.get("CAS_EDU_PROFILE", "cpu")   # "cpu" (default, small) or "gpu" (the paper's setting)
+from cas_edu import presets
+
+PROFILE = presets.get_profile(os.environ.get("CAS_EDU_PROFILE", "cpu")).name   # cpu (default), colab or gpu; ValueError for others
 DATA_ROOT = os.environ.get("CAS_EDU_DATA")          # folder holding CIFAR-10 (gpu); digits need no files
 DEVICE = "auto"             # CUDA, then MPS, then CPU
 SEED = 0
@@ -60,11 +63,11 @@ CLASS_ID = 0                # the class the figures follow (the paper's figures 
 N_OBSERVE = None            # test images for the observation table (None = all: 359 digits or 10,000 CIFAR-10)
 # The evaluation lesson (section 5): white-box attacks on N_EVAL test images; the costly checks on a
 # class-balanced N_COSTLY of them, Square with SQUARE_QUERIES queries (AutoAttack's default is 5,000).
-N_EVAL = 100 if PROFILE == "cpu" else 10_000
-N_COSTLY = 50 if PROFILE == "cpu" else 1_000
-SQUARE_QUERIES = 500 if PROFILE == "cpu" else 5_000
-EVAL_ATTACKS = (("natural", "fgsm", "pgd20", "cw", "square") if PROFILE == "cpu"
-                else ("natural", "fgsm", "pgd20", "cw", "square", "autoattack", "pgd-st"))
+N_EVAL = 10_000 if PROFILE == "gpu" else 100
+N_COSTLY = 1_000 if PROFILE == "gpu" else 50
+SQUARE_QUERIES = 5_000 if PROFILE == "gpu" else 500
+EVAL_ATTACKS = (("natural", "fgsm", "pgd20", "cw", "square", "autoattack", "pgd-st") if PROFILE == "gpu"
+                else ("natural", "fgsm", "pgd20", "cw", "square"))
 
 # %%
 import torch
@@ -74,7 +77,7 @@ from IPython.display import Markdown, display
 from cas_edu import activations, cas, data, evaluation, exercises, models, observations, pipeline, plots, \
     presets, runtime, training, widgets
 
-profile = presets.get_profile(PROFILE)               # ValueError naming the valid profiles for any other name
+profile = presets.get_profile(PROFILE)
 configs = pipeline.observation_configs(profile, seed=SEED, device=DEVICE)   # standard, pgd_at, pgd_at+cas
 config_at, config_cas = configs["pgd_at"], configs["pgd_at+cas"]
 DATASET, MODEL, EPS = config_at.dataset, config_at.model, config_at.eps   # digits / resnet18_w32 / 0.1 on cpu

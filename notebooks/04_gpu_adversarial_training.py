@@ -41,15 +41,23 @@
 #   `CAS_EDU_PROFILE=gpu` (and `CAS_EDU_DATA` to the folder holding CIFAR-10) before starting Jupyter.
 #   That is many GPU-hours: train the runs with the command line first (the notebook prints the commands)
 #   and the notebook reuses the finished checkpoints.
+# * `colab`: CIFAR-10 and ResNet-18 sized for a free hosted GPU — AT and AT+CAS only, the `fast` one-cycle
+#   schedule shortened to 10 epochs with PGD-5 training attacks, fp32; `best.pt` evaluated on 1,000 test images,
+#   the costly attacks on a class-balanced 200. The cell after the config prints its estimated training time from
+#   the FLOP count (an estimate, not a measurement).
+#
+# Any other profile name stops the next cell with an error that names the valid ones.
 
 # %%
 import os
 
-PROFILE = os.environ.get("CAS_EDU_PROFILE", "cpu")   # "cpu": digits, small CNN (default) · "gpu": CIFAR-10, ResNet-18, paper settings
-DATA_ROOT = os.environ.get("CAS_EDU_DATA")          # folder with CIFAR-10 for the gpu profile (nothing is downloaded)
-DATASET = "digits" if PROFILE == "cpu" else "cifar10"
+from cas_edu import presets
+
+PROFILE = presets.get_profile(os.environ.get("CAS_EDU_PROFILE", "cpu")).name   # cpu (default), colab or gpu; ValueError for others
+DATA_ROOT = os.environ.get("CAS_EDU_DATA")          # folder with CIFAR-10 for the gpu/colab profiles (nothing is downloaded)
+DATASET = presets.get_profile(PROFILE).dataset      # digits (cpu) or cifar10 (gpu, colab)
 EPS = None                  # None: the dataset's default L∞ budget (digits 0.1, CIFAR-10 8/255)
-EPOCHS = None               # None: the profile's (cpu: 6; gpu: the paper's per method)
+EPOCHS = None               # None: the profile's (cpu: 6; colab: 10; gpu: the paper's per method)
 DEVICE = "auto"             # CUDA, then MPS, then CPU
 SEED = 0
 RUNS_DIR = "runs"           # runs land in RUNS_DIR/<profile>/<method>[+cas]
@@ -61,6 +69,10 @@ profile = presets.get_profile(PROFILE)
 device = runtime.resolve_device(DEVICE)
 ds = data.load(DATASET, root=DATA_ROOT)
 print(f"profile {profile.name}: {profile.description}")
+if profile.name == "colab":  # an estimate from the FLOP count (presets.estimate_train_seconds), not a measurement
+    seconds = sum(presets.estimate_train_seconds(c, presets.COLAB_T4_FP32_FLOPS)
+                  for c in pipeline.suite_configs(profile, epochs=EPOCHS).values())
+    print(f"estimated training time on a free-tier T4 in fp32 at 30 % of its peak: {seconds / 3600:.1f} h")
 print(f"device: {device.type}; {ds.name}: train {len(ds.train)}, val {len(ds.val)}, test {len(ds.test)} images of shape {ds.input_shape}")
 
 # %% [markdown]
