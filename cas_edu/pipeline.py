@@ -28,14 +28,13 @@ from typing import Mapping, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import cli, data, evaluation, run_folder, training
 from .checkpoint import CheckpointWriteError, checkpoint_file, load_checkpoint, read_checkpoint
 from .evaluation import EvaluationReport, PairedDifference
 from .presets import DEFAULT_EPS, METHODS, Profile, TrainConfig, get_profile, make_config
 from .presets import PROFILES, SUITE_METHODS  # deprecated alias (moved to cas_edu.presets), kept for one release
-from .runtime import resolve_device, show_progress
+from .runtime import progress_bar, resolve_device, show_progress
 from .tables import markdown_table
 
 METHOD_LABELS = {"standard": "Standard", "pgd_at": "AT", "trades": "TRADES", "mart": "MART"}
@@ -347,7 +346,7 @@ def evaluate_suite(runs: "Suite | Mapping[str, nn.Module | str | Path]", dataset
                 run_folder.check_writable_folder(Path(source) / run_folder.REPORTS_DIR)
     show = show_progress(progress)
     reports = {}
-    for name, source in tqdm(list(sources.items()), desc="evaluate", disable=not show):
+    for name, source in progress_bar(list(sources.items()), desc="evaluate", disable=not show):
         if isinstance(source, nn.Module):
             model, where = source, None
         else:

@@ -1,13 +1,15 @@
 """The process-wide state the library touches, in one place: devices (:func:`resolve_device`), seeding
 (:func:`seed_everything`, the forked :func:`seeded` block, :func:`rng_state` / :func:`restore_rng` for resume),
 bf16 autocast and channels-last, module flags (:func:`flag_set`), ``torch.compile`` (:func:`compile_blocks`)
-and whether to draw progress bars (:func:`show_progress`). Imports torch only."""
+whether to draw progress bars (:func:`show_progress`) and how (:func:`progress_bar`). Imports torch only (tqdm
+when a bar is made)."""
 from __future__ import annotations
 
+import os
 import random
 import sys
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
@@ -138,6 +140,30 @@ def show_progress(progress: bool | None) -> bool:
     if progress is not None:
         return progress
     return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+#: The environment variable that chooses how :func:`progress_bar` draws: unset or ``auto`` (``tqdm.auto``: a widget
+#: in Jupyter, text in a terminal) or ``text`` (plain-text tqdm, set by the notebook build so that the saved output
+#: of a cell is the bar's final line; see nbconvert_execute.py).
+PROGRESS_ENV = "CAS_EDU_PROGRESS"
+PROGRESS_STYLES = ("auto", "text")
+
+
+def progress_bar(iterable: Iterable | None = None, **options: Any) -> Any:
+    """A tqdm progress bar over ``iterable`` (``options`` go to tqdm: ``desc``, ``total``, ``disable``, ...):
+    ``tqdm.auto`` by default, plain-text ``tqdm`` when the environment variable ``CAS_EDU_PROGRESS`` is ``text``.
+
+    Raises: ValueError when ``CAS_EDU_PROGRESS`` is set to anything but ``auto`` or ``text``.
+    """
+    style = os.environ.get(PROGRESS_ENV, "").strip().lower() or "auto"
+    if style not in PROGRESS_STYLES:
+        raise ValueError(f"{PROGRESS_ENV}={os.environ[PROGRESS_ENV]!r} is not a progress style; set it to "
+                         f"{' or '.join(map(repr, PROGRESS_STYLES))}, or unset it.")
+    if style == "text":
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(iterable, **options)
 
 
 def compile_blocks(model: torch.nn.Module) -> None:

@@ -26,15 +26,14 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import attacks, data, distributed, evaluation, losses, run_folder
 from .checkpoint import (CheckpointWriteError, load_weights, model_spec, read_checkpoint, recorded_config,
                          save_checkpoint, write_json)
 from .models import CASClassifier, ModelOutput, build, has_cas
 from .presets import TrainConfig, validate_config
-from .runtime import (autocast, compile_blocks, memory_format, resolve_device, restore_rng, rng_state,
-                      seed_everything, show_progress)
+from .runtime import (autocast, compile_blocks, memory_format, progress_bar, resolve_device, restore_rng,
+                      rng_state, seed_everything, show_progress)
 
 # deprecated aliases (moved to cas_edu.losses), kept for one release
 kl_per_example = losses.kl_per_example
@@ -488,8 +487,9 @@ def _train(config: TrainConfig, out_dir: Path | None, saved: dict | None, progre
     if writes:
         _prepare_run_folder(run, out_dir, saved, overwrite)
     show = show_progress(progress) and group.is_main
-    for epoch in tqdm(range(run.start_epoch, config.epochs), desc=f"{config.method}{'+cas' if config.cas else ''}",
-                      initial=run.start_epoch, total=config.epochs, disable=not show):
+    for epoch in progress_bar(range(run.start_epoch, config.epochs),
+                              desc=f"{config.method}{'+cas' if config.cas else ''}", initial=run.start_epoch,
+                              total=config.epochs, disable=not show):
         started = time.perf_counter()
         record = {"epoch": epoch + 1, **run_epoch(run, epoch), **validate(run)}
         record["seconds"] = time.perf_counter() - started

@@ -28,6 +28,7 @@ from .activations import class_comparison  # deprecated alias (moved to cas_edu.
 from .evaluation import CURVE_ATTACKS, LABELS, craft, curve_options
 from .models import eval_mode, model_device, num_classes
 from .plots import DIVERGING  # deprecated alias (moved to cas_edu.plots), kept for one release
+from .runtime import progress_bar
 from .validation import check_inputs, check_seed
 
 __all__ = ["ACTIVATION_THRESHOLDS", "ActivationExplorer", "ChannelExplorer", "EPSILON_ATTACKS", "EpsilonExplorer",
@@ -37,6 +38,10 @@ __all__ = ["ACTIVATION_THRESHOLDS", "ActivationExplorer", "ChannelExplorer", "EP
 EPSILON_ATTACKS = {name: LABELS[name] for name in CURVE_ATTACKS}
 #: Activation thresholds the activation explorer offers (fractions of each image's largest channel; the paper: 1 %).
 ACTIVATION_THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+#: The height a snapshot's figure gains for the title line saying it is a snapshot (plotly title font, 17 px).
+_TITLE_LINE_PX = 30
 
 
 @contextmanager
@@ -53,6 +58,18 @@ def _one_thread() -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+class _ExplorerBox(widgets.VBox):
+    """An explorer's rows of controls and figure. Its text form, which a viewer without a kernel shows in place of
+    the widget, says what it is instead of listing every child widget (``VBox(children=(HBox(...``)."""
+
+    def __init__(self, children: list[widgets.Widget], explorer_name: str) -> None:
+        super().__init__(children)
+        self._explorer_name = explorer_name
+
+    def __repr__(self) -> str:
+        return f"[{self._explorer_name}: interactive, run the notebook to use it]"
+
+
 class Explorer:
     """The skeleton every explorer shares: controls whose changes call :meth:`update`, which computes
     :meth:`view` (on one CPU thread) and writes it into :attr:`figure` (a ``go.FigureWidget``) in one batch
@@ -60,7 +77,8 @@ class Explorer:
     the view drawn, :attr:`widget` shows controls and figure.
 
     A subclass builds its controls and ``self.figure`` (from a :mod:`cas_edu.plots` figure), then calls
-    :meth:`_connect`; it implements :meth:`view`, :meth:`traces` and :meth:`title`.
+    :meth:`_connect`; it implements :meth:`view`, :meth:`traces` and :meth:`title`. :meth:`snapshot` copies the
+    figure for viewers without a kernel.
 
     Raises: nothing of its own.
     """
@@ -71,10 +89,12 @@ class Explorer:
 
     def _connect(self, controls: Sequence[widgets.Widget], rows: Sequence[widgets.Widget]) -> None:
         self.last_view = {}
+        self._controls = list(controls)
+        self._initial_values = [control.value for control in self._controls]
         self.update()
         for control in controls:
             control.observe(self._on_change, names="value")
-        self.widget = widgets.VBox(list(rows))
+        self.widget = _ExplorerBox(list(rows), type(self).__name__)
 
     def view(self) -> dict[str, Any]:
         """The view for the controls' current values."""
@@ -101,6 +121,24 @@ class Explorer:
 
     def _on_change(self, _change: dict) -> None:
         self.update()
+
+    def snapshot(self) -> go.Figure:
+        """A plain ``go.Figure`` copy of the figure as the controls now set it, for a static view of the notebook
+        (GitHub, nbviewer, an HTML export show no widget): its title says it is a static snapshot of the initial
+        view (of the current view once a control has moved); data, axis titles and legend are kept.
+
+        Raises: nothing of its own.
+        """
+        moved = [control.value for control in self._controls] != self._initial_values
+        figure = go.Figure(self.figure)
+        note = "current" if moved else "initial"
+        layout = figure.layout
+        # one more title line: the plot keeps its height, the figure grows by it
+        layout.margin.t = (layout.margin.t if layout.margin.t is not None else 100) + _TITLE_LINE_PX
+        layout.height = (layout.height or 500) + _TITLE_LINE_PX
+        layout.title.text = (f"Static snapshot of the explorer's {note} view (run the notebook to move its "
+                             f"controls)<br>{self.figure.layout.title.text}")
+        return figure
 
 
 def _check_explorer_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -385,10 +423,8 @@ class ActivationExplorer(Explorer):
 
     def precompute(self, progress: bool | None = None) -> None:
         """Craft adversarial examples and activations for every model and slider ε (a progress bar shows it)."""
-        from tqdm.auto import tqdm
-
         jobs = [(name, eps) for name in self.models for eps in self.eps_grid]
-        for name, eps in tqdm(jobs, desc="PGD + activations", disable=progress is False):
+        for name, eps in progress_bar(jobs, desc="PGD + activations", disable=progress is False):
             _full_comparison(self.models, self.x, self.y, eps, name, self.layer, self.steps, self.seed, self.cache)
 
     def comparison(self, model_name: str, eps: float, class_id: int | None = None,

@@ -93,3 +93,28 @@ def test_compile_blocks_compiles_the_stem_every_block_and_the_head_not_the_cas_m
     compile_blocks(model)
     assert compiled == [model.stem, *model.blocks.values(), model.fc]
     assert not any(module in compiled for module in model.cas.values())
+
+
+def test_progress_bar_is_tqdm_auto_unless_the_build_asks_for_text(monkeypatch):
+    import io
+
+    import tqdm.auto
+    import tqdm.std
+
+    from cas_edu.runtime import PROGRESS_ENV, progress_bar
+
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    with progress_bar(range(3), disable=True) as bar:
+        assert isinstance(bar, tqdm.auto.tqdm)
+    monkeypatch.setenv(PROGRESS_ENV, "auto")
+    with progress_bar(range(3), disable=True) as bar:
+        assert isinstance(bar, tqdm.auto.tqdm)
+    monkeypatch.setenv(PROGRESS_ENV, " Text ")
+    stream = io.StringIO()
+    assert list(progress_bar(range(3), desc="work", file=stream, mininterval=0)) == [0, 1, 2]
+    assert stream.getvalue().rsplit("\r", 1)[-1].startswith("work: 100%|") and "3/3" in stream.getvalue()
+    with progress_bar(range(3), disable=True) as bar:
+        assert type(bar) is tqdm.std.tqdm  # plain text, no widget
+    monkeypatch.setenv(PROGRESS_ENV, "widget")
+    with pytest.raises(ValueError, match="CAS_EDU_PROGRESS='widget' is not a progress style; set it to 'auto' or"):
+        progress_bar(range(3))

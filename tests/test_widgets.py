@@ -343,3 +343,48 @@ def test_explorers_are_drawn_by_plots_and_share_one_base(examples, models):
 
     assert plots.robustness_curve is evaluation.robustness_curve
     assert widgets.class_comparison is activations.class_comparison
+
+
+# --------------------------------------------------------------------------- static snapshots of the explorers
+
+
+def _layout_without_title_and_size(fig: go.Figure) -> dict:
+    layout = fig.layout.to_plotly_json()
+    for key in ("title", "height", "margin"):
+        layout.pop(key, None)
+    return layout
+
+
+def test_snapshot_is_a_plain_figure_of_the_current_view_titled_as_a_static_snapshot(examples, models):
+    x, y, classes = examples
+    epsilon = widgets.EpsilonExplorer(models["STD"], x[:3], y[:3], classes, eps=0.05)
+    activation = widgets.ActivationExplorer(models, x, y, classes, eps=0.05, eps_max=0.05, eps_step=0.05, steps=1,
+                                            progress=False)
+    for explorer in (epsilon, activation):
+        snapshot = explorer.snapshot()
+        assert type(snapshot) is go.Figure  # a plain figure: static viewers get its image, no widget state needed
+        title = snapshot.layout.title.text
+        assert title.startswith("Static snapshot of the explorer's initial view")
+        assert title.endswith(explorer.figure.layout.title.text)  # the explorer's own title is kept
+        assert snapshot.layout.height == explorer.figure.layout.height + widgets._TITLE_LINE_PX
+        assert snapshot.layout.margin.t == explorer.figure.layout.margin.t + widgets._TITLE_LINE_PX
+        assert _layout_without_title_and_size(snapshot) == _layout_without_title_and_size(explorer.figure)
+        assert snapshot.to_plotly_json()["data"] == explorer.figure.to_plotly_json()["data"]
+        snapshot.data[-1].name = "changed"  # a copy: the explorer's figure is untouched
+        assert explorer.figure.data[-1].name != "changed"
+
+    epsilon.eps_slider.value = 0.2
+    moved = epsilon.snapshot()
+    assert moved.layout.title.text.startswith("Static snapshot of the explorer's current view")
+    assert "ε = 0.200" in moved.layout.title.text
+    np.testing.assert_allclose(np.asarray(moved.data[4].y), epsilon.last_view["probs_adversarial"])
+
+
+def test_an_explorer_widget_reads_as_its_name_without_a_kernel(examples, models):
+    import ipywidgets
+
+    x, y, classes = examples
+    explorer = widgets.EpsilonExplorer(models["STD"], x[:2], y[:2], classes, eps=0.1)
+    bundle = explorer.widget._repr_mimebundle_()
+    assert isinstance(explorer.widget, ipywidgets.VBox) and "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/plain"] == "[EpsilonExplorer: interactive, run the notebook to use it]"
