@@ -9,12 +9,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA := $(abspath $(if $(CAS_EDU_DATA),$(CAS_EDU_DATA),$(wildcard ../shared/data)))
 
-.PHONY: setup lab test benchmarks clean sync notebook notebooks
+.PHONY: setup lab test benchmarks clean sync notebook notebooks static
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,lab]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -43,6 +43,13 @@ notebook: $(STAMP)
 
 notebooks:
 	$(MAKE) notebook NB=0
+
+# Add a PNG next to every plotly figure of the committed notebooks (tools/static_figures.py; needs kaleido and
+# Chromium), WITHOUT executing them: only that preprocessor and the metadata trimming of nbconvert_execute.py run.
+static: $(STAMP)
+	$(BIN)/jupyter nbconvert --config nbconvert_execute.py --to notebook --inplace --log-level=WARN \
+		--NotebookExporter.preprocessors=tools.static_figures.StaticFiguresPreprocessor notebooks/0*.ipynb
+	@ls -l notebooks/0*.ipynb | awk '{ printf "%8.0f kB  %s\n", $$5 / 1000, $$NF }'
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,4 +1,4 @@
-"""Command line: ``python -m cas_edu train | evaluate | activations``.
+"""Command line: ``python -m cas_edu train | evaluate | activations | notebooks``.
 
 :func:`build_parser` is the one definition of the flags: :func:`main` parses with it, :func:`train_options` and
 :func:`config_from_args` read it, and :func:`cas_edu.pipeline.cli_command` writes commands from it. The attacks
@@ -143,7 +143,7 @@ def _attack_list(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m cas_edu``: the ``train``, ``evaluate`` and ``activations`` sub-commands
+    """The argument parser of ``python -m cas_edu``: the ``train``, ``evaluate``, ``activations`` and ``notebooks`` sub-commands
     and every flag, each with its type check (a bad value is a :class:`UsageError`, exit code 2).
 
     Raises: nothing of its own; ``parse_args`` raises :class:`UsageError` for bad arguments.
@@ -240,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     acts.add_argument("--device", default="auto")
     acts.add_argument("--data-root", type=_path)
     acts.add_argument("--json", action="store_true")
+
+    course = sub.add_parser("notebooks", help="copy the course (the four notebooks, their student edition and the "
+                            "README) into a folder", epilog=EXIT_CODES)
+    course.add_argument("dir", type=_path, help="the folder to copy into (created if missing)")
+    course.add_argument("--overwrite", action="store_true", help="replace course files that already exist there")
     return parser
 
 
@@ -462,6 +467,10 @@ def _check_args(args: argparse.Namespace) -> None:
     from .checkpoint import model_from_payload
     from .runtime import resolve_device
 
+    if args.command == "notebooks":
+        if Path(args.dir).exists() and not Path(args.dir).is_dir():
+            raise ValueError(f"{args.dir} is a file; give a folder to copy the notebooks into.")
+        return
     resolve_device(args.device)
     if args.data_root is not None and Path(args.data_root).expanduser().exists() \
             and not Path(args.data_root).expanduser().is_dir():
@@ -499,7 +508,19 @@ def _check_args(args: argparse.Namespace) -> None:
     args.loaded = (config, model, payload["model_spec"])
 
 
-COMMANDS = {"train": _command_train, "evaluate": _command_evaluate, "activations": _command_activations}
+def _command_notebooks(args: argparse.Namespace) -> int:
+    from .course import copy_notebooks
+
+    try:
+        written = copy_notebooks(args.dir, overwrite=args.overwrite)
+    except FileExistsError as err:  # bad input (exit 2), not a failing machine
+        raise ValueError(str(err)) from None
+    print(f"copied {len(written)} course files into {args.dir}; open them with: jupyter lab {args.dir}")
+    return 0
+
+
+COMMANDS = {"train": _command_train, "evaluate": _command_evaluate, "activations": _command_activations,
+            "notebooks": _command_notebooks}
 
 
 def _fail(err: BaseException | str, code: int) -> int:
