@@ -15,17 +15,55 @@
 # %% [markdown]
 # # 01 · Adversarial examples: FGSM, PGD and the L∞ budget ε
 #
-# A classifier that is right 99 % of the time can be made wrong by changes to an image that a person would barely notice.
-# Such inputs are **adversarial examples**. In this notebook we
+# A classifier that is right on almost every test image can be made wrong by changes to an image that a person would
+# barely notice. Such inputs are **adversarial examples**. In this notebook we
 #
-# 1. train a small convolutional network on 8×8 handwritten digits (in the notebook, about ten seconds on a laptop CPU);
-# 2. attack it with the **Fast Gradient Sign Method (FGSM)**, then with **Projected Gradient Descent (PGD)**;
-# 3. see why the budget ε is measured in the **L∞ norm** and what it allows;
-# 4. watch accuracy fall as ε grows, and play with an interactive ε slider;
-# 5. write FGSM and the PGD projection yourself, with a checker that tells you whether they are right.
+# 1. state the **threat model**: what the attacker knows, what it wants and how much it may change;
+# 2. train a small convolutional network on 8×8 handwritten digits (a few seconds on a laptop CPU);
+# 3. attack it with the **Fast Gradient Sign Method (FGSM)**, then with **Projected Gradient Descent (PGD)**;
+# 4. see why the budget ε is measured in the **L∞ norm** and what it allows, and why attacks run the model in
+#    evaluation mode;
+# 5. watch accuracy fall as ε grows, and play with an interactive ε slider;
+# 6. write FGSM and the PGD projection yourself, with a checker that tells you whether they are right.
 #
 # Everything runs on a CPU. Later notebooks use these attacks to study the paper
 # *Improving Adversarial Robustness via Channel-wise Activation Suppressing* (Bai et al., ICLR 2021).
+
+# %% [markdown]
+# ## The threat model
+#
+# A robustness number means nothing until we say what the attacker may do. These notebooks use the threat model of
+# the CAS paper and of the work it builds on (Madry et al. 2018):
+#
+# * **White-box, and the attacker moves second.** The defender trains and fixes the model first. The attacker then
+#   knows everything about it — architecture, weights, the defence itself — and may compute the gradient of any
+#   quantity inside it. An attack designed with knowledge of the defence is called **adaptive** (Carlini et al. 2019;
+#   Tramèr et al. 2020); notebook 03 shows why a CAS model needs one.
+# * **Untargeted.** The attacker wins when the prediction is *any* class but the true label $y$, so it maximises the
+#   loss of $y$. A **targeted** attacker must reach one chosen class $t \ne y$ and minimises the loss of $t$ instead:
+#   every targeted success is also an untargeted one, so the targeted goal is the harder one. The attacks in these
+#   notebooks are untargeted.
+# * **An L∞ budget ε.** Every pixel may change by at most ε (section 3 defines the norm). L∞ is a simple stand-in for
+#   "imperceptible" — no single pixel changes much — and projecting onto it is a clip, which makes attacks cheap. It
+#   is the budget of the CAS paper (ε = 8/255 on CIFAR-10) and of the attacks it is compared with. It is not the only
+#   choice: L2 and L0 budgets, rotations or other perceptual changes have their own literature, and no norm ball
+#   captures human perception exactly.
+# * **ε = 0.1 on our digits is this course's choice, not a convention.** The 8×8 digits have 17 grey levels
+#   (0, 1/16, …, 1), so ε = 0.1 lets every pixel move by about 1.6 levels. The conventions of the literature belong to
+#   other datasets (8/255 for CIFAR-10, 0.3 for MNIST); we picked 0.1 as a budget at which a standard model breaks
+#   while the digits stay recognisable — judge the second part yourself in the figures below. Exercise 4 asks what a
+#   much larger budget would mean.
+#
+# **What an attack can and cannot prove.** An attack that fools the model on an image proves that this image is not
+# robust; an attack that *fails* proves nothing, because a stronger attack might succeed. So the accuracy measured
+# under an attack is an **upper bound** on the true robust accuracy (the share of images for which *no* perturbation
+# within ε changes the prediction), and a stronger attack can only lower it. Lower bounds come from **certification**
+# (for example Wong & Kolter 2018), which proves image by image that no perturbation within ε changes the prediction:
+#
+# $$\text{certified accuracy} \;\le\; \text{true robust accuracy} \;\le\; \text{accuracy under any attack}.$$
+#
+# These notebooks only attack, so every robust accuracy they print is an upper bound — which is why notebook 03
+# works hard to make its attacks strong.
 
 # %% [markdown]
 # ## Configuration
@@ -91,6 +129,7 @@ plots.image_grid_figure({"digit": ds.test.x[:10]}, column_titles=[f"label {int(c
 # %%
 config = presets.make_config(DATASET, method="standard", epochs=EPOCHS, seed=SEED, device=DEVICE)
 model, history = training.train_or_load(config, f"runs/{PROFILE}/{DATASET}_standard", progress=True, dataset=ds)
+# TODO(lead): Wilson 95 % interval next to this accuracy (one library helper).
 print(f"natural test accuracy: {training.accuracy(model, ds.test.x, ds.test.y):.1%}")
 
 # %% [markdown]
@@ -104,7 +143,7 @@ print(f"natural test accuracy: {training.accuracy(model, ds.test.x, ds.test.y):.
 # The **L∞ norm** $\|\delta\|_\infty = \max_i |\delta_i|$ is the largest change of any single pixel. So the budget
 # says: *each pixel may move by at most ε, and all of them may move at once*. The set of allowed images is a small
 # hypercube around $x$. With pixels in [0, 1] and ε = 0.1, no pixel changes by more than a tenth of the range from
-# paper to ink — the digit stays obviously the same digit to a human.
+# paper to ink; the figures below let you judge whether the digit stays the same digit to a human.
 #
 # (Other threat models use the L2 norm, $\|\delta\|_2 = \sqrt{\sum_i \delta_i^2}$, which limits the *total* energy of
 # the change instead. The CAS paper, and these notebooks, use L∞.)
@@ -133,9 +172,13 @@ plots.image_grid_figure({"clean x": x, "δ (red +, blue −)": delta, "FGSM x'":
                         title=f"FGSM with ε = {EPS}: column title = label: prediction on x → prediction on x'")
 
 # %% [markdown]
-# The budget is respected exactly, and FGSM spends all of it: every pixel it moves, it moves by ±ε
-# (pixels already at 0 or 1 that the gradient pushes outward stay where they are because of the clamp).
-# Note how much larger the L2 norm is than ε — an L∞ budget allows many small changes at once.
+# The budget is respected exactly: the next cell checks it. FGSM *tries* to move every pixel by ±ε, but two things
+# stop some pixels: a pixel whose gradient is exactly zero does not move ($\operatorname{sign}(0) = 0$), and the clamp
+# to [0, 1] shortens the step of a pixel pushed outward (a paper pixel at 0 pushed down stays at 0; one at 0.95 pushed
+# up moves by 0.05 only). The cell after next counts how many pixels moved at all and how many of those by exactly ε.
+# It also prints both norms of δ: a perturbation that moves $m$ pixels by ε each has $\|\delta\|_\infty = \varepsilon$
+# but $\|\delta\|_2 = \varepsilon\sqrt{m}$ — up to $0.1 \cdot \sqrt{64} = 0.8$ for an 8×8 digit. An L∞ budget allows
+# many small changes at once.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -159,9 +202,11 @@ print(f"mean ‖δ‖∞ = {delta.abs().amax(dim=(1, 2, 3)).mean():.3f}, mean �
 #
 # It starts from a random point in the cube, $x^0 = x + U(-\varepsilon, \varepsilon)$. `attacks.pgd` defaults to
 # 10 steps with α = 2.5·ε/10, so the iterates can cross the whole cube. Because PGD follows the loss surface as it
-# bends, it usually finds adversarial examples FGSM misses: it is the standard *strong* attack.
+# bends, it usually finds adversarial examples FGSM misses, and it is the standard *strong* first-order attack. The
+# next cell measures both on the same images: compare the two printed accuracies.
 
 # %%
+# TODO(lead): Wilson 95 % interval next to each accuracy printed in this cell (one library helper).
 x_eval = ds.test.x if N_EVAL is None else ds.test.x[:N_EVAL]
 y_eval = ds.test.y if N_EVAL is None else ds.test.y[:N_EVAL]
 xe, ye = x_eval.to(device), y_eval.to(device)
@@ -177,14 +222,52 @@ print("PGD stays inside the budget:", bool((x_pgd - xe).abs().max() <= EPS), "| 
       bool(x_pgd.min() >= 0 and x_pgd.max() <= 1))
 
 # %% [markdown]
+# ### Why attacks run the model in evaluation mode
+#
+# `SmallCNN` has BatchNorm layers. In *training* mode a BatchNorm layer normalises each channel with the mean and
+# variance of the current batch and updates its running statistics with every forward pass; in *evaluation* mode it
+# uses the running statistics saved by training. An attack must attack the model that is deployed — the
+# evaluation-mode one — for two reasons, which the next cell shows on a copy of our model:
+#
+# 1. in training mode an image's logits depend on the other images in its batch, so the model under attack would not
+#    be a fixed function of the image;
+# 2. every training-mode forward pass moves the running statistics, so an attack run in training mode would change
+#    the model it attacks — towards the statistics of adversarial images.
+#
+# So every attack in `cas_edu.attacks` switches the model to evaluation mode while it runs and then gives every layer
+# back its previous mode. (For a CAS model, evaluation mode also decides how the mask is chosen: notebook 03.)
+
+# %%
+import copy
+
+probe = copy.deepcopy(model)   # a copy: this cell must not change the model we attack
+batchnorms = [m for m in probe.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+with torch.no_grad():
+    probe.eval()
+    eval_alone, eval_in_batch = probe(x[:1]), probe(x)[:1]
+    probe.train()
+    train_clean_mates, train_adversarial_mates = probe(x)[:1], probe(torch.cat([x[:1], x_fgsm[1:]]))[:1]
+    variances_before = [m.running_var.clone() for m in batchnorms]
+    for _ in range(10):        # as many training-mode passes as a PGD-10 attack would make
+        probe(x_pgd)
+drift = max(float(((m.running_var - before) / before).abs().max()) for m, before in zip(batchnorms, variances_before))
+print("evaluation mode: image 0's logits are the same alone and in a batch:",
+      torch.allclose(eval_alone, eval_in_batch, atol=1e-5))
+print(f"training mode: image 0's logits change by up to {(train_clean_mates - train_adversarial_mates).abs().max():.2f} "
+      "when its seven batch-mates are replaced by their FGSM versions")
+print(f"10 training-mode passes over the PGD images (as many as PGD-10 makes) moved the BatchNorm running variances "
+      f"by up to {drift:.0%}")
+
+# %% [markdown]
 # ## 6 · Robust accuracy as ε grows
 #
 # *Natural accuracy* is measured on clean images; *robust accuracy* on adversarial ones, crafted within budget ε.
 # At ε = 0 they coincide; as ε grows the attacker gets more room and robust accuracy falls.
-# The curve below shows both attacks on the same images. Look for two things: how fast the standard model collapses,
-# and how much further down PGD pushes it than FGSM.
+# The curve below shows both attacks on the same images. Look for two things: how fast the standard model's accuracy
+# falls as ε grows, and whether PGD pushes it further down than FGSM at each ε.
 
 # %%
+# TODO(lead): Wilson 95 % intervals on the curve's points (error bars) from the library helper.
 EPS_GRID = [0.0, 0.05, 0.1, 0.15, 0.2] if PROFILE == "cpu" else [i / 40 for i in range(13)]
 curve = evaluation.robustness_curve(model, x_eval, y_eval, EPS_GRID, steps=10, seed=SEED)
 plots.accuracy_vs_eps_figure({"standard model": curve},
@@ -202,12 +285,14 @@ print("FGSM at ε = 0 equals natural accuracy:", curve["fgsm"][0] == curve["natu
 # and pick another **example**. The four panels show the clean image, the perturbation δ (on a fixed colour scale
 # from −0.3 to +0.3, so you see it grow), the adversarial image, and the model's class probabilities before and after.
 #
-# Things to try: find the smallest ε that flips example 0; check that PGD flips it at a smaller ε than FGSM;
-# look at *where* the perturbation concentrates (hint: on the strokes and just beside them).
+# Things to try: find the smallest ε that flips example 0, for FGSM and for PGD — which needs less? Look at where
+# PGD's perturbation is largest compared with the strokes of the digit.
 #
-# The widget needs a running kernel; in a static view you see its last state.
+# The widget needs a running kernel: a static view of this notebook (GitHub, nbviewer, a course site) cannot draw it.
 
 # %%
+# TODO(lead): snapshot cell (explorer.snapshot()) right after this cell; then say in the markdown above that the
+# picture under the widget is the explorer's initial view.
 explorer = widgets.EpsilonExplorer(model, ds.test.x[:50], ds.test.y[:50], ds.classes, eps=EPS, eps_max=0.3)
 explorer.widget
 
@@ -284,6 +369,10 @@ def my_project(x_adv, x, eps):
 exercises.check_pgd_projection(my_project);
 
 
+# %%
+# TODO(lead): exercise — targeted PGD and random restarts (attacks.pgd targeted= / restarts=) with its checker from
+# cas_edu.exercises, and its worked solution in a collapsed cell tagged "solution"; it replaces this cell.
+
 # %% [markdown]
 # ### Exercise 3 · The smallest ε that fools the model
 #
@@ -301,12 +390,16 @@ def smallest_fooling_eps(index, attack, grid=[i / 100 for i in range(1, 31)]):
     return None
 
 
-for index in range(5):
-    print(f"example {index}: FGSM flips at ε = {smallest_fooling_eps(index, 'fgsm')}, "
-          f"PGD-10 at ε = {smallest_fooling_eps(index, 'pgd')}")
-# PGD is (almost) never worse: it can take the FGSM step and then improve on it. FGSM is a single linear
-# guess; at large ε the loss is far from linear, so a larger step can overshoot into a region the model
-# still classifies correctly — FGSM's success is not monotone in ε, PGD's nearly is.
+thresholds = {index: (smallest_fooling_eps(index, "fgsm"), smallest_fooling_eps(index, "pgd")) for index in range(5)}
+for index, (fgsm_eps, pgd_eps) in thresholds.items():
+    print(f"example {index}: FGSM flips at ε = {fgsm_eps}, PGD-10 at ε = {pgd_eps}  (None: not up to 0.3)")
+never = 1.0  # an example never flipped counts as flipped beyond the grid
+larger = sum((pgd_eps or never) > (fgsm_eps or never) for fgsm_eps, pgd_eps in thresholds.values())
+print(f"PGD-10 needed a larger ε than FGSM on {larger} of {len(thresholds)} examples")
+# PGD follows the loss as it bends, so it usually needs no larger ε than FGSM — but nothing guarantees it: PGD
+# starts from a random point and takes smaller steps (the line above counts the exceptions here). FGSM is a
+# single linear guess; at large ε the loss is far from linear, so a larger step can overshoot into a region the
+# model still classifies correctly: FGSM's success need not be monotone in ε.
 
 # %% [markdown]
 # ### Exercise 4 · Think about the budget
@@ -317,9 +410,32 @@ for index in range(5):
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
 # *Worked answer:* with ε = 0.5 every pixel can move half-way between paper and ink — enough to erase strokes and draw new
 # ones, so the "adversarial" image may truly be another digit. A robustness claim only makes sense for budgets small
-# enough that the true label cannot change; that is why datasets come with conventional ε values (8/255 for CIFAR-10,
-# 0.3 for MNIST, 0.1 for these coarser 8×8 digits).
+# enough that the true label cannot change. That is why the literature fixes an ε per dataset (8/255 for CIFAR-10,
+# 0.3 for MNIST) and why a result must always state its ε; for these 8×8 digits there is no such convention, and
+# 0.1 is this course's choice (see the threat model at the top).
 
 # %% [markdown]
 # **Next:** `02_channel_activation_statistics.ipynb` looks *inside* the network: which channels adversarial examples
 # switch on, and how adversarial training changes that.
+
+# %% [markdown]
+# ## References
+#
+# * Y. Bai, Y. Zeng, Y. Jiang, S.-T. Xia, X. Ma, Y. Wang. *Improving Adversarial Robustness via Channel-wise
+#   Activation Suppressing.* ICLR 2021. arXiv:2103.08307. Official code: github.com/bymavis/CAS_ICLR2021.
+# * I. J. Goodfellow, J. Shlens, C. Szegedy. *Explaining and Harnessing Adversarial Examples.* ICLR 2015 (FGSM).
+# * A. Madry, A. Makelov, L. Schmidt, D. Tsipras, A. Vladu. *Towards Deep Learning Models Resistant to Adversarial
+#   Attacks.* ICLR 2018 (PGD, adversarial training).
+# * H. Zhang, Y. Yu, J. Jiao, E. P. Xing, L. El Ghaoui, M. I. Jordan. *Theoretically Principled Trade-off between
+#   Robustness and Accuracy.* ICML 2019 (TRADES).
+# * Y. Wang, D. Zou, J. Yi, J. Bailey, X. Ma, Q. Gu. *Improving Adversarial Robustness Requires Revisiting
+#   Misclassified Examples.* ICLR 2020 (MART).
+# * A. Athalye, N. Carlini, D. Wagner. *Obfuscated Gradients Give a False Sense of Security: Circumventing Defenses to
+#   Adversarial Examples.* ICML 2018 (gradient masking, BPDA).
+# * N. Carlini, A. Athalye, N. Papernot, W. Brendel, J. Rauber, D. Tsipras, I. Goodfellow, A. Madry, A. Kurakin.
+#   *On Evaluating Adversarial Robustness.* arXiv:1902.06705, 2019.
+# * F. Tramèr, N. Carlini, W. Brendel, A. Madry. *On Adaptive Attacks to Adversarial Example Defenses.* NeurIPS 2020.
+# * F. Croce, M. Hein. *Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse Parameter-free
+#   Attacks.* ICML 2020 (AutoAttack).
+# * E. Wong, J. Z. Kolter. *Provable Defenses against Adversarial Examples via the Convex Outer Adversarial
+#   Polytope.* ICML 2018 (certification).

@@ -25,8 +25,8 @@
 # The paper finds that adversarial training (AT) removes most of (1) but not (2), and Channel-wise Activation
 # Suppressing (CAS, notebook 03) targets (2). Here we compute the paper's own two quantities for a **standard (STD)**
 # and an **adversarially trained (AT)** ResNet-18 at its `layer4`, as the paper does, put intervals on them, and read
-# honestly what our data shows — including where it differs from the paper. On the way we see why notebook 01's
-# small CNN cannot show observation 2 at all.
+# honestly what our data shows — including where it differs from the paper. On the way we measure why notebook 01's
+# small CNN is the wrong place to look for observation 2.
 
 # %% [markdown]
 # ## Configuration
@@ -111,18 +111,31 @@ models = {}
 for label, name in RUNS.items():
     models[label], _ = training.train_or_load(CONFIGS[name], run_dirs[label], progress=True, dataset=ds)
     models[label].eval()
+# TODO(lead): Wilson 95 % interval next to each accuracy printed here (one library helper).
 for label, model in models.items():
     print(f"{label}: natural test accuracy {training.accuracy(model, x_eval, y_eval):.1%}")
 
 # %% [markdown]
 # Before looking inside, check that the two models really differ in robustness: accuracy under PGD-10 as ε grows
-# (notebook 01 explains the curve). The AT model should hold up far better around its training budget ε, at a small
-# cost, if any, in natural accuracy.
+# (notebook 01 explains the curve). If adversarial training worked, the AT curve lies well above the STD curve around
+# its training budget ε, perhaps at some cost in natural accuracy (the previous cell). The lines printed above the
+# figure compare the two models at ε on the same images, with a paired 95 % interval, and say whether the difference
+# is resolved.
 
 # %%
 eps_grid = [0.0, EPS / 2, EPS, 2 * EPS]
 curves = {label: evaluation.robustness_curve(m, x_eval, y_eval, eps_grid, attacks=("pgd",), steps=10, seed=SEED)
           for label, m in models.items()}
+# TODO(lead): Wilson 95 % intervals on the accuracies printed here and on the curves' points.
+robust = {label: evaluation.accuracy(m, x_eval, y_eval, "pgd", eps=EPS, steps=10, seed=SEED) for label, m in models.items()}
+at_minus_std = evaluation.paired_interval(robust["AT"], robust["STD"])   # both models attacked on the same images
+print(f"PGD-10 at ε = {EPS:.3g} on the same {len(x_eval)} images: "
+      + ", ".join(f"{label} {correct.float().mean():.1%}" for label, correct in robust.items())
+      + f"; AT − STD {at_minus_std}")
+print("-> " + ("AT is clearly more robust than STD at its training budget (the interval lies above 0)"
+               if at_minus_std.low > 0 else
+               "AT is less robust than STD here (the interval lies below 0)" if at_minus_std.high < 0 else
+               "no resolved difference: at its training budget this AT model is not clearly more robust than STD"))
 plots.accuracy_vs_eps_figure(curves, title=f"STD vs AT ({MODEL}): accuracy vs ε on {len(x_eval)} test images")
 
 # %% [markdown]
@@ -169,7 +182,8 @@ for label, (acts, y) in layers.items():
     share = activations.saturation(acts, 0.01)
     verdict = ("saturated: no channel can be quiet, so Figure 2 cannot show observation 2"
                if activations.is_saturated(acts, 0.01) else "not saturated: there is room for quiet channels")
-    print(f"{label}: a natural image activates {share:.0%} of the channels at 1 % — {verdict}.")
+    print(f"{label}: a natural image activates {share:.0%} of the channels at 1 %, and a class leaves "
+          f"{quiet_per_class(acts, y, 0.01):.1f} of its {acts.shape[1]} channels quiet on average — {verdict}.")
 
 # %% [markdown]
 # The same contrast as a picture: for every channel, the share of natural images that activate it at 1 %, channels
@@ -190,14 +204,15 @@ fig.update_layout(title="How often each channel is active in natural images (> 1
 fig
 
 # %% [markdown]
-# **The lesson.** Read the first row of the table and the first curve: in the small CNN's last block almost every
-# channel is active in almost every digit at 1 %, and hardly any channel is quiet for a class — the layer is
-# *dense*. A max-pool followed by a spatial mean is rarely below 1 % of the image's strongest channel. Figure 2's
-# count is then nearly flat, and there is no quiet channel for an attack to wake: observation 2 is invisible there by
-# construction, neither confirmed nor refuted. The second row is ResNet-18's `layer4`: each image activates only part
-# of the channels, and each class leaves many of them quiet — room for observation 2 to show, or not. That is why the
-# rest of this notebook (and notebook 03) probes the ResNet's `layer4`, the paper's layer. A stricter threshold (10 %,
-# 20 %) lowers the saturation of both layers, but then we no longer measure the paper's quantity.
+# **The lesson.** Read the two lines printed under the table, then the curves. A *saturated* layer — almost every
+# channel active in almost every image at 1 %, almost no channel quiet for a class — is *dense*: Figure 2's count is
+# then nearly flat, and there is no quiet channel for an attack to wake, so observation 2 is invisible there by
+# construction, neither confirmed nor refuted. (In the small CNN a max-pool followed by a spatial mean is rarely below
+# 1 % of the image's strongest channel.) A layer where each image activates only part of the channels and each class
+# leaves many of them quiet has room for observation 2 to show, or not. The printed verdicts say which of the two
+# layers is which in this run; the rest of this notebook (and notebook 03) probes the ResNet's `layer4`, the paper's
+# layer. A stricter threshold (10 %, 20 %) never raises the saturation of a layer, but then we no longer measure the
+# paper's quantity.
 
 # %% [markdown]
 # ## 3 · Capturing the penultimate channel activations
@@ -301,6 +316,7 @@ measured = {label: observations.measure_observations(m, x_eval, y_eval, EPS, ste
             for label, m in models.items()}
 display(Markdown(observations.observation_table(list(measured.items()))))
 
+
 # %% [markdown]
 # The verdicts below are computed from the table's intervals, not written by hand: read them next to the numbers.
 
@@ -368,11 +384,14 @@ print("  Paper: AT keeps observation 2. Here, at the paper's 1 %: AT "
 # %% [markdown]
 # **How to read this.** The printed sentences are what this run's data supports. Another seed — or the same seed on
 # another machine, since training is not bit-for-bit reproducible across machines and thread counts — moves the
-# numbers, and the intervals say by how much the sample alone could. Our model is a half-width ResNet-18 trained
-# briefly on 8×8 digits with a short training attack (section 1 prints its settings), not the paper's ResNet-18
-# trained for 200 epochs on CIFAR-10: where the verdicts differ from the paper, that is a finding about this setting, not a refutation of the paper —
-# and not a confirmation either. The gpu profile computes the same table on the paper's own setting. Notebook 03
-# adds CAS to the AT model and measures whether it wakes fewer channels.
+# numbers, and the intervals say by how much the sample alone could (they do not cover a second training run). On
+# the cpu profile our model is a half-width ResNet-18 trained briefly on 8×8 digits with a short training attack
+# (section 1 prints its settings), not the paper's ResNet-18 trained for 200 epochs on CIFAR-10: where the verdicts
+# differ from the paper, that is a finding about this setting, not a refutation of the paper — and where they agree,
+# not a confirmation either. And check section 1's verdict first: if it found no resolved robustness difference
+# between AT and STD, this AT model has not learned much robustness, and comparing its channels with STD's says
+# little about what adversarial training does. The gpu profile computes the same table in the paper's own setting.
+# Notebook 03 adds CAS to the AT model and measures whether it wakes fewer channels.
 
 # %% [markdown]
 # ## 7 · Interactive: ε, class, model and threshold
@@ -384,14 +403,16 @@ print("  Paper: AT keeps observation 2. Here, at the paper's 1 %: AT "
 #
 # Try:
 #
-# * at ε = 0 the two curves coincide (nothing is attacked); as ε grows, watch the STD model's magnitudes rise while
-#   the AT model's barely move;
+# * at ε = 0 the two curves coincide (nothing is attacked); as ε grows, read the *mean activation (adv ÷ nat)* line
+#   of the summary for STD and for AT: does either rise above 1, and which moves more? (Section 5 measured the same
+#   ratio at ε = `EPS`, with an interval; one class of a few dozen images is a small sample.)
 # * compare the right-hand tail of Figure 2 between classes;
 # * **move the threshold** from 1 % upwards and watch the saturation in the summary under the figure: the share of
 #   channels a natural image activates falls, more channels become quiet, and the count can show more woken ones —
 #   but it is then a different quantity from the paper's (section 2 measured the same for notebook 01's small CNN).
 
 # %%
+# TODO(lead): snapshot cell (explorer.snapshot()) right after this cell, so a static view shows the initial view.
 explorer.widget
 
 # %% [markdown]
@@ -504,3 +525,24 @@ print("small CNN saturation at 1 %, 10 %, 30 %:",
 # may make the features stable enough that the attack wakes few quiet channels — and an adversarial example
 # that does not change the features much wakes none. Whether AT keeps observation 2 is therefore a question about the
 # data and the model, which is why section 6 answers it from the measured intervals rather than from the paper.
+
+# %% [markdown]
+# ## References
+#
+# * Y. Bai, Y. Zeng, Y. Jiang, S.-T. Xia, X. Ma, Y. Wang. *Improving Adversarial Robustness via Channel-wise
+#   Activation Suppressing.* ICLR 2021. arXiv:2103.08307 (Figures 1 and 2: the two observations). Official code:
+#   github.com/bymavis/CAS_ICLR2021 (the ActivationAnalysis scripts behind the figures).
+# * A. Madry, A. Makelov, L. Schmidt, D. Tsipras, A. Vladu. *Towards Deep Learning Models Resistant to Adversarial
+#   Attacks.* ICLR 2018 (PGD, adversarial training).
+# * K. He, X. Zhang, S. Ren, J. Sun. *Deep Residual Learning for Image Recognition.* CVPR 2016 (ResNet-18).
+# * H. Zhang, Y. Yu, J. Jiao, E. P. Xing, L. El Ghaoui, M. I. Jordan. *Theoretically Principled Trade-off between
+#   Robustness and Accuracy.* ICML 2019 (TRADES).
+# * Y. Wang, D. Zou, J. Yi, J. Bailey, X. Ma, Q. Gu. *Improving Adversarial Robustness Requires Revisiting
+#   Misclassified Examples.* ICLR 2020 (MART).
+# * A. Athalye, N. Carlini, D. Wagner. *Obfuscated Gradients Give a False Sense of Security: Circumventing Defenses to
+#   Adversarial Examples.* ICML 2018.
+# * N. Carlini, A. Athalye, N. Papernot, W. Brendel, J. Rauber, D. Tsipras, I. Goodfellow, A. Madry, A. Kurakin.
+#   *On Evaluating Adversarial Robustness.* arXiv:1902.06705, 2019.
+# * F. Tramèr, N. Carlini, W. Brendel, A. Madry. *On Adaptive Attacks to Adversarial Example Defenses.* NeurIPS 2020.
+# * F. Croce, M. Hein. *Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse Parameter-free
+#   Attacks.* ICML 2020 (AutoAttack).

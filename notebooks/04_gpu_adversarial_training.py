@@ -19,15 +19,7 @@
 # three adversarial-training methods, each **without and with CAS** — six models trained the same way and
 # evaluated on the same test images with the same attacks.
 #
-# | method | training loss on a batch (x, y), x′ = an attack on x | with CAS (official code), $\beta_c = 2$, mean over the $S$ auxiliary heads |
-# |---|---|---|
-# | AT (PGD-AT, Madry et al.) | $\mathrm{CE}(f(x'), y)$, x′ from PGD on the cross-entropy | $+\ \beta_c\,\mathrm{mean}_s\,\mathrm{CE}(\text{aux}_s(x'), y)$ |
-# | TRADES (Zhang et al.) | $\mathrm{CE}(f(x), y) + \beta_T\,\mathrm{KL}(p(x)\,\Vert\,p(x'))$, x′ maximises the KL | $+\ \beta_c\,\mathrm{mean}_s\,\mathrm{CE}(\text{aux}_s(x), y) + \beta_T\beta_c\,\mathrm{mean}_s\,\mathrm{KL}(p_{\text{aux}_s}(x)\,\Vert\,p_{\text{aux}_s}(x'))$ — the auxiliary CE is on the *natural* input |
-# | MART (Wang et al.) | boosted CE on x′ $+\ \beta_M\,\mathrm{KL}(p(x)\Vert p(x'))\,(1 - p_y(x))$, x′ from PGD started at $x + 0.001\,\mathcal{N}(0, 1)$ | $+\ \beta_c\,\mathrm{mean}_s$ boosted CE$(\text{aux}_s(x'), y) + \beta_M\beta_c\,\mathrm{mean}_s\,\mathrm{KL}(p_{\text{aux}_s}(x)\Vert p_{\text{aux}_s}(x'))\,(1 - p_y(x))$, with $p_y(x)$ the *main* head's probability (as the official code does) |
-#
-# With CAS, every training attack also targets the auxiliary heads (the adaptive objective: the method's
-# attack loss plus $\beta_c$ times the same loss on each auxiliary head). `cas_edu.losses.trades_loss` and
-# `mart_loss` follow the official `Trades/trades_reg.py` and `MART/mart_reg.py` term by term (tested).
+# Section 1 says what each method optimises and why; section 7 closes the course with a summary.
 #
 # **Profiles.** A config cell picks one:
 #
@@ -76,16 +68,64 @@ if profile.name == "colab":  # an estimate from the FLOP count (presets.estimate
 print(f"device: {device.type}; {ds.name}: train {len(ds.train)}, val {len(ds.val)}, test {len(ds.test)} images of shape {ds.input_shape}")
 
 # %% [markdown]
-# ## 1 · Six runs, and how to train them outside the notebook
+# ## 1 · Three ways to train for robustness
 #
-# `pipeline.suite_configs` builds the six training configurations. Each run lives in
+# **AT** (Madry et al. 2018) trains on the worst case only: every batch is replaced by PGD examples and the model
+# minimises the cross-entropy on them. It works, but the model never sees a clean image, and robustness and natural
+# accuracy pull in different directions — adversarially trained models are usually less accurate on clean images.
+#
+# **TRADES** (Zhang et al. 2019) makes that **trade-off** explicit. It keeps the cross-entropy on the *natural* image,
+# so the model stays accurate, and adds a regulariser asking the prediction not to change within the ε-ball: the KL
+# divergence between the predicted distributions on $x$ and on $x'$, where the attack finds $x'$ by maximising that
+# same KL. The weight $\beta_T$ (TRADES' $1/\lambda$) sets the balance: a larger $\beta_T$ buys robustness with
+# natural accuracy.
+#
+# **MART** (Wang et al. 2020) starts from the observation that the training examples the model gets *wrong* matter
+# most for robustness, and changes two things. Its **boosted cross-entropy** on $x'$ adds
+# $-\log\big(1.0001 - \max_{k \ne y} p_k(x')\big)$ to the usual CE: besides raising the true class it pushes down the
+# strongest wrong class, a larger margin. Its KL regulariser is weighted per example by $1 - p_y(x)$, the natural
+# probability the model does *not* give the true class: misclassified and barely-right examples get more of the
+# robustness term, confidently right ones almost none. $\beta_M$ weighs the regulariser.
+#
+# **CAS** is orthogonal to all three: the official code adds its auxiliary losses to each method's loss, in the
+# method's own form. With $\mathrm{BCE}$ for MART's boosted CE, $p = \mathrm{softmax}$ of the main logits,
+# $p_{\text{aux}_s}$ of the $s$-th auxiliary head's, $\beta_c$ CAS' β, means over the $S$ auxiliary heads and $(1/B)\sum_i$
+# over the batch, each loss as the official code computes it (`cas_edu.losses`, tested term by term against
+# `Trades/trades_reg.py` and `MART/mart_reg.py`):
+#
+# | method | training loss on a batch (x, y), x′ = the training attack's output | added with CAS (official code) |
+# |---|---|---|
+# | AT | $\mathrm{CE}(f(x'), y)$ | $+\ \beta_c\,\mathrm{mean}_s\,\mathrm{CE}(\text{aux}_s(x'), y)$ |
+# | TRADES | $\mathrm{CE}(f(x), y) + \beta_T\,\frac{1}{B}\sum_i \mathrm{KL}\big(p(x_i)\,\Vert\,p(x'_i)\big)$ | $+\ \beta_c\,\mathrm{mean}_s\,\mathrm{CE}(\text{aux}_s(x), y) + \beta_T\beta_c\,\mathrm{mean}_s\,\frac{1}{B}\sum_i\mathrm{KL}\big(p_{\text{aux}_s}(x_i)\,\Vert\,p_{\text{aux}_s}(x'_i)\big)$ — the auxiliary CE is on the *natural* input |
+# | MART | $\mathrm{BCE}(f(x'), y) + \beta_M\,\frac{1}{B}\sum_i \mathrm{KL}\big(p(x_i)\,\Vert\,p(x'_i)\big)\,\big(1 - p_{y_i}(x_i)\big)$ | $+\ \beta_c\,\mathrm{mean}_s\,\mathrm{BCE}(\text{aux}_s(x'), y) + \beta_M\beta_c\,\mathrm{mean}_s\,\frac{1}{B}\sum_i\mathrm{KL}\big(p_{\text{aux}_s}(x_i)\,\Vert\,p_{\text{aux}_s}(x'_i)\big)\,\big(1 - p_{y_i}(x_i)\big)$, with $p_y(x)$ the *main* head's probability (a quirk of the official code, kept) |
+#
+# The training attacks: AT uses PGD on the cross-entropy from a uniform random start in the ε-ball; TRADES uses PGD
+# on the KL from $x + 0.001\,\mathcal{N}(0, 1)$; MART uses PGD on the cross-entropy from the same small Gaussian
+# start. With CAS, every training attack also targets the auxiliary heads: the method's attack loss plus $\beta_c$
+# times the mean of the same loss over the auxiliary heads. The next cell builds the configurations and prints the
+# weights this profile uses.
+
+# %%
+configs = pipeline.suite_configs(profile, seed=SEED, device=DEVICE, epochs=EPOCHS, eps=EPS)
+METHOD_BETAS = {"trades": "β_T (TRADES)", "mart": "β_M (MART)"}
+print("; ".join([f"{label} = {configs[name].method_beta:g}" for name, label in METHOD_BETAS.items() if name in configs]
+                + [f"β_c (CAS) = {configs['pgd_at+cas'].cas_beta:g}"]))
+for name, config in configs.items():
+    if not name.endswith("+cas"):
+        print(f"{pipeline.display_name(name)}: training attack PGD-{config.attack_steps}, step {config.step_size:.4g}, "
+              f"ε = {config.eps:.4g}; {config.epochs} epochs, weight decay {config.weight_decay:g}")
+
+# %% [markdown]
+# ## 2 · The runs, and how to train them outside the notebook
+#
+# `pipeline.suite_configs` built one training configuration per run: each method without and with CAS (the `colab`
+# profile trains AT and AT+CAS only). Each run lives in
 # `notebooks/runs/<profile>/<run>`; a run that finished there with exactly the same configuration is
 # **reused**, whether this notebook or the command line trained it. So on a GPU machine you can train in
 # the background (e.g. under `nohup`, one command per run, `--resume` continues an interrupted run) and
 # open the notebook when they are done. The commands, from the repository root:
 
 # %%
-configs = pipeline.suite_configs(profile, seed=SEED, device=DEVICE, epochs=EPOCHS, eps=EPS)
 for name, config in configs.items():
     out_dir = f"{RUNS_DIR}/{profile.name}/{name}"
     state = "finished, will be reused" if pipeline.is_finished(config, out_dir) else "to train"
@@ -93,11 +133,10 @@ for name, config in configs.items():
     print(pipeline.cli_command(config, f"notebooks/{out_dir}"))
 
 # %% [markdown]
-# ## 2 · Train (or reuse) all six
+# ## 3 · Train (or reuse) them
 #
 # A progress bar per run; the validation accuracy under PGD-10 (adaptive objective for CAS models) is
-# logged after every epoch. On the `cpu` profile this is the slow cell (about a minute on an idle
-# 2-core machine).
+# logged after every epoch. When nothing is reused, this is the notebook's slow cell.
 
 # %%
 suite = pipeline.run_suite(profile, RUNS_DIR, dataset=ds, seed=SEED, device=DEVICE, epochs=EPOCHS, data_root=DATA_ROOT,
@@ -106,14 +145,22 @@ print(suite.summary())
 
 # %% [markdown]
 # Training curves, one colour per method; CAS runs are dashed. TRADES' loss is on another scale (it adds a
-# KL term), so compare accuracies rather than losses across methods.
+# KL term), so compare accuracies rather than losses across methods. The training accuracy of a CAS run can sit near
+# 100 % from early on: it is measured in training mode, where every CAS mask is the *true* label's weight row, and the
+# layers after the mask learn to read the label off it (notebook 03, section 2). It says nothing about robustness;
+# compare the validation curves, measured in evaluation mode. The lines under the figure put the two side by side.
 
 # %%
 histories = {pipeline.display_name(name): history for name, history in suite.histories.items()}
 plots.training_curves_figure(histories, title=f"Training curves, {profile.name} profile ({ds.name}, {configs['pgd_at'].model})").show()
+for label, history in histories.items():
+    later = history[1:] or history   # from the second epoch on
+    train = [record["train_accuracy"] for record in later]
+    print(f"{label:>10}: training accuracy from epoch {later[0]['epoch']} on between {min(train):.1%} and "
+          f"{max(train):.1%}; last epoch, validation PGD-10 {history[-1]['val_robust_accuracy']:.1%}")
 
 # %% [markdown]
-# ## 3 · Evaluate all six the same way
+# ## 4 · Evaluate them all the same way
 #
 # Every model's `best.pt` (chosen on the validation split) meets the same test images and attacks: natural
 # accuracy, FGSM, PGD-20, CW∞ (20 steps of the margin loss), the black-box Square attack, a
@@ -130,6 +177,7 @@ plots.training_curves_figure(histories, title=f"Training curves, {profile.name} 
 # 500 Square queries instead of 5,000; the first row of the table gives the count of every column.
 
 # %%
+# TODO(lead): Wilson 95 % intervals next to the accuracies of this table, if pipeline.results_table does not print them.
 eps = configs["pgd_at"].eps
 reports = pipeline.evaluate_suite(suite, ds, eps, device=DEVICE, seed=SEED, progress=True)
 print(f"accuracy in % of best.pt, L∞ ε = {eps:.4g}; Square with {profile.square_queries} queries")
@@ -145,8 +193,11 @@ gains = pipeline.cas_gains(reports)
 main_gains = pipeline.cas_gains(reports, "PGD-20 main head")
 intervals = pipeline.cas_gain_intervals(reports)  # paired: both models saw the same images
 for method in gains:
+    change = intervals[method]
+    verdict = ("CAS helps here" if change.low > 0 else "CAS hurts here" if change.high < 0
+               else "no resolved difference")
     print(f"{method:>7}: CAS changes main-head PGD-20 by {main_gains[method]:+.1f} points; "
-          f"the worst case by {intervals[method]}")
+          f"the worst case by {change} -> {verdict}")
 for name, report in reports.items():
     for warning in report.warnings:
         print(f"{pipeline.display_name(name)}: {warning}")
@@ -160,23 +211,25 @@ for name, report in reports.items():
 # credits CAS with more than the worst case does, the attack that ignores the auxiliary heads is being fooled
 # by the argmax mask (notebook 03's pitfall), and the warnings printed under the lines name the attack that
 # found the extra errors. Whether CAS helps at the paper's scale (CIFAR-10, ResNet-18) is what the `gpu`
-# profile measures — with these same columns. Your numbers may differ by a point or two on another machine.
+# profile measures — with these same columns. Re-running on another machine changes the numbers (training is not
+# bit-for-bit reproducible across machines), and the intervals cover the test images, not the training run.
 
 # %% [markdown]
-# ## 4 · On a GPU
+# ## 5 · On a GPU
 #
 # Switch `PROFILE` to `"gpu"` (or start Jupyter with `CAS_EDU_PROFILE=gpu`, and `CAS_EDU_DATA` pointing
 # at a folder with CIFAR-10; this notebook never downloads). Nothing else changes: `DEVICE = "auto"` picks
 # the GPU, the same library calls train ResNet-18 with the official settings and run the full evaluation.
-# The cost is in the tens of GPU-hours for all six runs, so train them with the printed commands first
-# (`--resume` continues after an interruption); if memory runs out, lower `--batch-size`.
-# Reported elsewhere — a later paper's reproduction table, **source not re-verified** — for ResNet-18 on
-# CIFAR-10 (natural / PGD-20, %): AT 84.5 / 44.3,
-# AT+CAS 85.9 / 50.6, TRADES 79.6 / 52.3, TRADES+CAS 83.1 / 56.6, MART 78.9 / 51.6, MART+CAS 86.4 / 54.3 —
-# measured with the official attacks, without a black-box or AutoAttack check; your `worst case` column
-# is the number to compare.
+# The official schedules add up to 840 training epochs for the six runs (AT 200, TRADES 100, MART 120, each with
+# and without CAS), many GPU-hours, so train them with the printed commands first (`--resume` continues after an
+# interruption); if memory runs out, lower `--batch-size`.
 #
-# ## 5 · Exercises
+# What to compare with: the CAS paper reports, for ResNet-18 on CIFAR-10, that CAS improves the robustness of AT,
+# TRADES and MART under its own white-box evaluation (FGSM, PGD-20 and CW∞ with the adaptive objective), with no
+# black-box or AutoAttack check. We quote no numbers we have not verified; the `gpu` profile's `worst case` column,
+# with its paired intervals, is the number to set against the paper's claim.
+#
+# ## 6 · Exercises
 #
 # ### Exercise 1 — the effect of CAS in one number per method
 # Write `my_cas_gains(reports)` returning, for each method label (`"AT"`, `"TRADES"`, `"MART"`), the
@@ -211,20 +264,81 @@ exercises.check_cas_gains(my_cas_gains, reports);
 # without CAS. For which models is the gap largest, and what does that tell you about citing main-head
 # numbers for CAS?
 
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Solution: the main-head PGD-20 minus the worst case, both on the images every attack ran on.
+for name, report in reports.items():
+    main_head, worst_case = report.common_accuracy()["pgd20"]["ce"], pipeline.worst_case(report)
+    print(f"{pipeline.display_name(name):>10}: main-head PGD-20 {main_head:.1%}, worst case {worst_case:.1%}, "
+          f"gap {100 * (main_head - worst_case):+.1f} points on {report.worst_case_n} images")
+
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
-# **Solution.** Without CAS the main-head PGD-20 is the model's own white-box attack and usually close to the
-# worst case. With CAS the main-head attack cannot see the argmax that picks the mask, so it tends to
-# overstate robustness; the gap between the two columns is the size of that overstatement. Quote the worst
-# case (or at least the adaptive attack *and* a black-box check), never the main-head number alone.
+# **Solution.** Without CAS the main-head PGD-20 is the model's own white-box attack; the gap to the worst case is
+# what the other attacks (Square, the PGD-100 × 5 restarts) add. With CAS the main-head attack cannot see the argmax
+# that picks the mask, so it can overstate robustness by more: compare each CAS model's gap with its twin's in the
+# lines above. Quote the worst case (or at least the adaptive attack *and* a black-box check), never the main-head
+# number alone.
 
 # %% [markdown]
 # ### Exercise 3 — more training
 # The `cpu` profile trains only 6 epochs. Set `EPOCHS = 12` in the config cell and re-run the notebook
-# (about twice as long). Do natural accuracy, worst-case accuracy and the CAS gains change? Which of the
-# changes are larger than the ±5-point sampling noise of 200 test images?
+# (training takes about twice as long). Do natural accuracy, worst-case accuracy and the CAS gains change? Which of
+# the changes are larger than the sampling noise — what do the intervals printed in section 4 say?
 
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
-# **Solution.** Longer training mostly raises robust accuracy for all six models; whether the *differences*
-# between a method and its CAS twin grow is exactly what the exercise asks you to measure — compare
-# `pipeline.cas_gains(reports)` before and after. With 200 test images, a difference of a few points is
-# within noise; on the `gpu` profile (1,000 images) the noise shrinks to about ±3 points.
+# **Solution.** Measure it: save `pipeline.results_table(reports)` and `pipeline.cas_gain_intervals(reports)` before
+# and after, and compare. A change in one model's accuracy counts only when it is larger than the two runs' intervals
+# allow; a change in a CAS gain only when the paired intervals before and after do not overlap. The width of an
+# interval depends on how many images it rests on — the worst case here rests on the costly attacks' subset (the
+# table's first row gives the count) — so read it off the printed intervals rather than guessing a "± points". And
+# remember that a second training seed would move the numbers too: the intervals do not cover that.
+# <!-- TODO(lead): point this answer at the library's Wilson interval helper for a single accuracy. -->
+
+# %% [markdown]
+# ## 7 · What this course showed
+#
+# * **A robustness number needs its threat model** (notebook 01): who attacks (white-box, moving second, untargeted
+#   or targeted), with what budget (here L∞, ε chosen per dataset). Accuracy under an attack is only an *upper bound*
+#   on robust accuracy; certification gives lower bounds.
+# * **FGSM and PGD** (notebook 01) are the basic attacks: one step along the gradient's sign, or many projected steps.
+#   Attacks run the deployed model, in evaluation mode.
+# * **The paper's observations** (notebook 02) — adversarial examples activate channels more strongly and more
+#   uniformly — are measurable quantities with intervals and a null (random sign noise); whether they hold depends on
+#   the layer (a saturated layer cannot show quiet channels), the data and the model. The verdicts printed there are
+#   this run's, not the paper's.
+# * **CAS** (notebook 03) is an auxiliary classifier per CAS layer whose weight row for a class masks the channels:
+#   by the true label in training (which is why a CAS model's training accuracy says little), by the auxiliary
+#   prediction at test time. Whether it reduces the channels an attack wakes is again a measured statement.
+# * **Evaluating a defence is the hard part** (notebook 03): an argmax mask, like input quantisation, gives shattered
+#   gradients, and an attack that cannot see through it overstates robustness. The checks: an adaptive objective, a
+#   black-box attack, an attack through the non-differentiable step (BPDA / straight-through), AutoAttack, a sanity
+#   check at a huge ε — and the per-example worst case over all of them, with an interval.
+# * **Comparing methods** (this notebook): AT, TRADES and MART with and without CAS, trained the same way and
+#   evaluated on the same images; a difference is a claim only when its paired interval excludes 0, and one training
+#   seed is one seed. Section 4 printed, for this run, whether CAS helped each method.
+#
+# Where to go next: run the `gpu` profile to test the paper's claims in its own setting, read Carlini et al. (2019)
+# and Tramèr et al. (2020) before evaluating a defence of your own, and use AutoAttack (Croce & Hein 2020) as the
+# baseline any new defence must survive.
+
+# %% [markdown]
+# ## References
+#
+# * Y. Bai, Y. Zeng, Y. Jiang, S.-T. Xia, X. Ma, Y. Wang. *Improving Adversarial Robustness via Channel-wise
+#   Activation Suppressing.* ICLR 2021. arXiv:2103.08307. Official code: github.com/bymavis/CAS_ICLR2021
+#   (`Trades/trades_reg.py` and `MART/mart_reg.py` for the losses above).
+# * A. Madry, A. Makelov, L. Schmidt, D. Tsipras, A. Vladu. *Towards Deep Learning Models Resistant to Adversarial
+#   Attacks.* ICLR 2018 (PGD, adversarial training).
+# * H. Zhang, Y. Yu, J. Jiao, E. P. Xing, L. El Ghaoui, M. I. Jordan. *Theoretically Principled Trade-off between
+#   Robustness and Accuracy.* ICML 2019 (TRADES).
+# * Y. Wang, D. Zou, J. Yi, J. Bailey, X. Ma, Q. Gu. *Improving Adversarial Robustness Requires Revisiting
+#   Misclassified Examples.* ICLR 2020 (MART).
+# * A. Athalye, N. Carlini, D. Wagner. *Obfuscated Gradients Give a False Sense of Security: Circumventing Defenses to
+#   Adversarial Examples.* ICML 2018 (gradient masking, BPDA).
+# * N. Carlini, A. Athalye, N. Papernot, W. Brendel, J. Rauber, D. Tsipras, I. Goodfellow, A. Madry, A. Kurakin.
+#   *On Evaluating Adversarial Robustness.* arXiv:1902.06705, 2019.
+# * F. Tramèr, N. Carlini, W. Brendel, A. Madry. *On Adaptive Attacks to Adversarial Example Defenses.* NeurIPS 2020.
+# * F. Croce, M. Hein. *Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse Parameter-free
+#   Attacks.* ICML 2020 (AutoAttack).
+# * N. Carlini, D. Wagner. *Towards Evaluating the Robustness of Neural Networks.* IEEE S&P 2017 (the CW margin loss).
+# * M. Andriushchenko, F. Croce, N. Flammarion, M. Hein. *Square Attack: a Query-efficient Black-box Adversarial
+#   Attack via Random Search.* ECCV 2020.
