@@ -1,6 +1,7 @@
-"""The attacks, and nothing else: FGSM, PGD (L∞/L2), CW∞ (PGD on the margin loss), PGD with restarts, the
-straight-through (BPDA) PGD built for CAS, the TRADES KL attack, the AutoAttack wrapper, and the objective and
-projection they share (:func:`attack_objective`, :func:`margin_loss`, :func:`project`).
+"""The attacks, and nothing else: FGSM, PGD (L∞/L2; untargeted or targeted, from one start or the worst case
+over random restarts), CW∞ (PGD on the margin loss), the straight-through (BPDA) PGD built for CAS, the TRADES KL
+attack, the AutoAttack wrapper, and the objective, restart score and projection they share
+(:func:`attack_objective`, :func:`margin_loss`, :func:`targeted_margin`, :func:`restart_score`, :func:`project`).
 
 Every attack takes ``(model, x, y, eps, ...)`` and returns adversarial images with
 ‖x_adv − x‖ ≤ ε and x_adv ∈ [0, 1], in the dtype of ``x``. Images and labels follow the input rule of
@@ -117,14 +118,32 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> to
     return (wrong_logit - true_logit).clamp(max=kappa)
 
 
+def targeted_margin(logits: torch.Tensor, target: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
+    r"""Per-example targeted CW margin (N,): the target logit minus the best other logit, capped at ``kappa``.
+
+    :math:`\min(z_t - \max_{j \ne t} z_j, \kappa)`: ascending it pulls the target class up until it wins by
+    κ (with κ = 0, until the example is classified as the target), the negative of Carlini & Wagner's targeted
+    :math:`f_6 = \max(\max_{j \ne t} z_j - z_t, -\kappa)`, which they minimise.
+
+    Shape: logits (N, K) float; target (N,) int64 in [0, K); returns (N,) in logits' dtype.
+    Raises: nothing of its own (torch's errors for mismatched shapes or labels out of range).
+    Source: Carlini & Wagner 2017 (objective f6, targeted).
+    """
+    return (-margin_loss(logits, target, kappa=math.inf)).clamp(max=kappa)
+
+
 def attack_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: str = "ce",
-                     loss: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
+                     loss: str = "ce", beta: float = DEFAULT_CAS_BETA, targeted: bool = False) -> torch.Tensor:
     r"""The summed loss an attack ascends (a scalar): the main head's loss, plus for ``ce+cas``
     β · the mean over the S auxiliary heads of the same loss.
 
     ``loss="ce"``: :math:`\sum_i [CE(z_i, y_i) + \beta/S \sum_s CE(a_{s,i}, y_i)]`, the official adaptive PGD.
     ``loss="margin"`` (CW∞): :math:`\sum_i [m(z_i, y_i) + \beta/S \sum_s m(a_{s,i}, y_i)]` with
     :func:`margin_loss`'s :math:`m = -\mathrm{ReLU}(z_y - \max_{j\ne y} z_j)`, as the official ``_cw_whitebox``.
+    ``targeted=True`` reads ``y`` as target classes and turns each term towards them: CE becomes −CE (ascending
+    it descends the cross-entropy to the target), the margin becomes :func:`targeted_margin` (target logit
+    minus best other, capped at 0), and for ``ce+cas`` the auxiliary heads are pulled to the target too -- in
+    evaluation the mask is ``W[argmax aux]``, so that also steers the mask towards the target's row.
     Works on wrapped models (see :func:`cas_edu.models.forward_with_aux`). Arguments are not checked here:
     any ``objective`` other than ``"ce"`` is read as ``"ce+cas"``, any ``loss`` other than ``"ce"`` as the
     margin (the attacks check both first).
@@ -132,7 +151,8 @@ def attack_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objecti
     Raises: ``ValueError`` for ``"ce+cas"`` when the forward pass yields no auxiliary logits (no CAS modules).
     Source: Madry et al. 2018 (CE); for ``"ce+cas"`` the official adaptive attack ``_pgd_whitebox``
     (github.com/bymavis/CAS_ICLR2021, Trades/pgd_attack_cifar10_cas.py; also Standard_Adv_Training/attack/
-    reg_attack.py), CE(main) + β · mean CE(aux), summed over the batch here.
+    reg_attack.py), CE(main) + β · mean CE(aux), summed over the batch here; targeted: Kurakin, Goodfellow &
+    Bengio 2017 (descending CE to a target class), Carlini & Wagner 2017 (the targeted margin).
     """
     if objective == "ce":
         logits, aux = model(x), []
@@ -140,9 +160,14 @@ def attack_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objecti
         logits, aux = forward_with_aux(model, x)
         if not aux:
             raise ValueError("objective 'ce+cas' needs a model with CAS modules; use objective='ce' for this model.")
-    per_loss = (lambda z: F.cross_entropy(z, y, reduction="none")) if loss == "ce" else (lambda z: margin_loss(z, y))
+    if targeted:
+        per_loss = (lambda z: -F.cross_entropy(z, y, reduction="none")) if loss == "ce" else \
+            (lambda z: targeted_margin(z, y))
+    else:
+        per_loss = (lambda z: F.cross_entropy(z, y, reduction="none")) if loss == "ce" else (lambda z: margin_loss(z, y))
     if loss == "ce" and not aux:
-        return F.cross_entropy(logits, y, reduction="sum")
+        total = F.cross_entropy(logits, y, reduction="sum")
+        return -total if targeted else total
     main = per_loss(logits)
     if aux:
         main = main + beta * torch.stack([per_loss(a) for a in aux]).mean(dim=0)
@@ -262,33 +287,102 @@ def _start_kind(random_start: bool | str | None) -> str:
     raise ValueError(f"Unknown random_start {random_start!r}; use True/False or one of {', '.join(RANDOM_STARTS)}.")
 
 
+def _check_restarts(restarts: int, start: str) -> None:
+    """Raise ``ValueError`` unless ``restarts`` is a whole number ≥ 1, and > 1 only from a random start."""
+    _check_steps(restarts, "restarts")
+    if restarts > 1 and start == "none":
+        raise ValueError(f"restarts={restarts} needs a random start: every restart from x itself finds the same "
+                         "images; pass random_start=True (or 'normal'), or restarts=1.")
+
+
+def restart_score(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False) -> torch.Tensor:
+    """Per example, how far the model's prediction is from what the attack wants: the score :func:`pgd` keeps the
+    highest of over restarts.
+
+    Untargeted: the best wrong logit minus the true logit (positive when the example is misclassified);
+    targeted (``y`` the targets): the target logit minus the best other logit (positive when the example is
+    classified as its target). The logits are the deployed model's (its main head), whatever the attack ascended.
+    Shape: logits (N, K) float; y (N,) int64 in [0, K); returns (N,) in logits' dtype.
+    Raises: nothing of its own (torch's errors for mismatched shapes or labels out of range).
+    Source: Madry et al. 2018 (the worst case over random restarts); the margin of Carlini & Wagner 2017.
+    """
+    margin = margin_loss(logits, y, kappa=math.inf)
+    return -margin if targeted else margin
+
+
+def _pgd_from(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float, steps: int,
+              start: str, objective: str, beta: float, norm: str, loss: str, targeted: bool,
+              low: torch.Tensor | None, high: torch.Tensor | None) -> torch.Tensor:
+    """One run of PGD from one start (drawn here), projected exactly onto the ball ∩ [0, 1]."""
+    if start == "none" or eps == 0:
+        x_adv = x.clone()
+    elif start == "uniform":
+        x_adv = _random_start(x, eps, norm)
+    elif norm == "linf":
+        x_adv = torch.clamp(x + 0.001 * torch.randn_like(x), low, high)
+    else:
+        x_adv = project(x + 0.001 * torch.randn_like(x), x, eps, norm)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        objective_value = attack_objective(model, x_adv, y, objective, loss, beta, targeted)
+        (grad,) = torch.autograd.grad(objective_value, x_adv)
+        if norm == "linf":
+            x_adv = _linf_step(x_adv, grad, step_size, low, high)
+        else:
+            x_adv = project(_l2_step(x_adv.detach(), grad, step_size), x, eps, norm)
+    return _exact_linf(x_adv, x, eps) if norm == "linf" else _exact_l2(x_adv, x, eps)
+
+
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float | None = None,
         steps: int = 10, random_start: bool | str = True, objective: str = "ce", beta: float = DEFAULT_CAS_BETA,
-        norm: str = "linf", loss: str = "ce") -> torch.Tensor:
-    """Projected gradient ascent on the chosen loss; ``step_size`` defaults to 2.5·ε/steps.
+        norm: str = "linf", loss: str = "ce", targeted: bool = False, restarts: int = 1) -> torch.Tensor:
+    """Projected gradient ascent on the chosen loss (descent towards ``y`` when ``targeted``), from ``restarts``
+    starts keeping the worst case per example; ``step_size`` defaults to 2.5·ε/steps.
 
     ``random_start``: ``True``/``"uniform"`` starts uniformly in the ε-ball (L∞) or ball (L2);
     ``"normal"`` starts at x + 0.001·N(0, 1) projected onto the ball ∩ [0, 1], as the official
     MART+CAS training attack does (MART/mart_reg.py); ``False``/``"none"`` starts at x.
     ``objective="ce"`` ascends CE of the main head; ``"ce+cas"`` adds β · mean CE of the auxiliary heads
     (:func:`attack_objective`); ``loss="margin"`` swaps CE for :func:`margin_loss` (that is :func:`cw_inf`).
+    ``targeted=True``: ``y`` holds the *target* classes and each step descends CE(f(x), y) -- x − α·sign(∇ CE)
+    for L∞ -- pulling the prediction towards them; with ``"ce+cas"`` the auxiliary heads (and so the test-time
+    mask ``W[argmax aux]``) are pulled towards the target as well, and with ``loss="margin"`` the step ascends
+    :func:`targeted_margin` (the targeted CW∞). Success means ``model(x_adv).argmax(1) == y``.
+    ``restarts=n`` runs PGD from n random starts, one after another from the same RNG (the first is the start
+    ``restarts=1`` would draw), and keeps per example the restart with the highest :func:`restart_score` of the
+    deployed model's logits: untargeted, an example is misclassified if any restart misclassifies it (else the
+    restart closest to it); targeted, it reaches its target if any restart does. The score is the main head's
+    margin rather than the ascended loss, so that restarts compare on the prediction that is evaluated whatever
+    the objective (a higher CE+CAS can come from the auxiliary heads alone).
     The model runs in evaluation mode (:func:`cas_edu.models.eval_mode`); only input gradients are computed.
-    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer labels in [0, K) (cast to int64); returns x_adv of
-    x's shape in the caller's dtype, with ‖x_adv − x‖ ≤ ε and values in [0, 1].
+    Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer labels in [0, K) (cast to int64; the targets when
+    ``targeted``); returns x_adv of x's shape in the caller's dtype, with ‖x_adv − x‖ ≤ ε and values in [0, 1].
     Units: ε and step_size in pixel units of [0, 1] (L∞ unless norm='l2'; L∞ ε in [0, 1], L2 any finite ε ≥ 0).
-    Raises: ``ValueError`` for inputs breaking the rule of :mod:`cas_edu.validation`, missing labels, an ε out
-    of range, ``steps`` < 1, a step size that is not finite and positive, an unknown ``norm``, ``objective``,
-    ``loss`` or ``random_start``, ``"ce+cas"`` on a model without CAS modules, ``x`` on another device than
-    the model, or model parameters made inside ``torch.inference_mode()``.
-    Source: Madry et al. 2018 (PGD); ``objective="ce+cas"`` follows the official adaptive attack
-    ``_pgd_whitebox`` (github.com/bymavis/CAS_ICLR2021, Trades/pgd_attack_cifar10_cas.py).
+    Raises: ``ValueError`` for inputs breaking the rule of :mod:`cas_edu.validation` (targets included), missing
+    labels, an ε out of range, ``steps`` or ``restarts`` not a whole number ≥ 1, ``restarts`` > 1 without a
+    random start, a ``targeted`` that is not a bool, a step size that is not finite and positive, an unknown
+    ``norm``, ``objective``, ``loss`` or ``random_start``, ``"ce+cas"`` on a model without CAS modules, ``x`` on
+    another device than the model, or model parameters made inside ``torch.inference_mode()``.
+    Source: Madry et al. 2018 (PGD, and the worst case over random restarts); ``objective="ce+cas"`` follows the
+    official adaptive attack ``_pgd_whitebox`` (github.com/bymavis/CAS_ICLR2021, Trades/pgd_attack_cifar10_cas.py);
+    targeted: Kurakin, Goodfellow & Bengio 2017 (descending CE to a target class) and Carlini & Wagner 2017
+    (targeted margin).
     """
     start = _start_kind(random_start)
+    _check_restarts(restarts, start)
+    if not isinstance(targeted, bool):
+        raise ValueError(f"targeted must be True or False, got {targeted!r}.")
     model = unwrap_parallel(model)
     caller_x = x
-    x, y = validate_attack_inputs(model, x, y, eps, objective, norm)
+    try:
+        x, y = validate_attack_inputs(model, x, y, eps, objective, norm)
+    except ValueError as err:
+        if targeted and str(err).startswith("y must"):
+            raise ValueError(f"{err} With targeted=True, y holds the target classes.") from None
+        raise
     if y is None:
-        raise ValueError("This attack needs the true labels y (an integer tensor of shape (N,)).")
+        raise ValueError("This attack needs the target classes y (an integer tensor of shape (N,))." if targeted
+                         else "This attack needs the true labels y (an integer tensor of shape (N,)).")
     _check_steps(steps)
     if loss not in ("ce", "margin"):
         raise ValueError(f"Unknown loss {loss!r}; choose 'ce' or 'margin'.")
@@ -300,40 +394,42 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_siz
     with gradients_on(), eval_mode(model):
         x, y = autograd_ready(x.detach()), autograd_ready(y)
         low, high = _linf_bounds(x, eps) if norm == "linf" else (None, None)
-        if start == "none" or eps == 0:
-            x_adv = x.clone()
-        elif start == "uniform":
-            x_adv = _random_start(x, eps, norm)
-        elif norm == "linf":
-            x_adv = torch.clamp(x + 0.001 * torch.randn_like(x), low, high)
-        else:
-            x_adv = project(x + 0.001 * torch.randn_like(x), x, eps, norm)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            objective_value = attack_objective(model, x_adv, y, objective, loss, beta)
-            (grad,) = torch.autograd.grad(objective_value, x_adv)
-            if norm == "linf":
-                x_adv = _linf_step(x_adv, grad, step_size, low, high)
-            else:
-                x_adv = project(_l2_step(x_adv.detach(), grad, step_size), x, eps, norm)
-        x_adv = _exact_linf(x_adv, x, eps) if norm == "linf" else _exact_l2(x_adv, x, eps)
-    return _in_caller_dtype(x_adv, caller_x, eps, norm)
+        best, best_score = None, None
+        for _ in range(restarts):
+            x_adv = _pgd_from(model, x, y, eps, step_size, steps, start, objective, beta, norm, loss, targeted,
+                              low, high)
+            if restarts == 1:
+                best = x_adv
+                break
+            with torch.no_grad():
+                score = restart_score(model(x_adv), y, targeted)
+            if best is None:
+                best, best_score = x_adv, score
+                continue
+            better = score > best_score
+            best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
+            best_score = torch.where(better, score, best_score)
+    return _in_caller_dtype(best, caller_x, eps, norm)
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, random_start: bool = False,
-         objective: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
+         objective: str = "ce", beta: float = DEFAULT_CAS_BETA, targeted: bool = False) -> torch.Tensor:
     """One signed-gradient step of size ε (from a uniform random start when ``random_start``, as the official evaluation).
 
-    :func:`pgd` with ``steps=1`` and ``step_size=eps``.
+    :func:`pgd` with ``steps=1`` and ``step_size=eps``. ``targeted=True``: ``y`` holds target classes and the
+    step goes *down* the cross-entropy to them, x − ε·sign(∇ₓ CE(f(x), y)), clamped to [0, 1] (the targeted
+    FGSM of Kurakin et al. 2017).
     Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer labels in [0, K); returns x_adv of x's shape in the
     caller's dtype, within ε of x (L∞) and in [0, 1].
     Units: ε in pixel units of [0, 1] (L∞).
     Raises: ``ValueError`` for inputs breaking the rule of :mod:`cas_edu.validation` and the other bad
     arguments :func:`pgd` refuses.
     Source: Goodfellow et al. 2015 (FGSM); the official evaluation runs it as ``_pgd_whitebox`` with one step
-    of ε from a random start (github.com/bymavis/CAS_ICLR2021, Trades/pgd_attack_cifar10_cas.py).
+    of ε from a random start (github.com/bymavis/CAS_ICLR2021, Trades/pgd_attack_cifar10_cas.py); targeted:
+    Kurakin, Goodfellow & Bengio 2017.
     """
-    return pgd(model, x, y, eps, step_size=eps, steps=1, random_start=random_start, objective=objective, beta=beta)
+    return pgd(model, x, y, eps, step_size=eps, steps=1, random_start=random_start, objective=objective, beta=beta,
+               targeted=targeted)
 
 
 def cw_inf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float | None = None,
@@ -404,11 +500,13 @@ def trades_kl_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: f
 
 def pgd_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100,
                  restarts: int = 5, step_size: float | None = None, objective: str = "ce", loss: str = "ce",
-                 beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
-    """L∞ :func:`pgd` from ``restarts`` uniform random starts, keeping per example the worst case over restarts:
-    the restart with the largest margin (best wrong logit minus true logit) of the model's forward pass, so an
-    example counts as broken when any restart breaks it. Arguments as in :func:`pgd`.
+                 beta: float = DEFAULT_CAS_BETA, targeted: bool = False) -> torch.Tensor:
+    """L∞ :func:`pgd` from ``restarts`` uniform random starts (default PGD-100 × 5), keeping per example the worst
+    case over restarts: ``pgd(..., random_start=True, restarts=restarts)`` with this function's defaults.
 
+    Per example the restart with the largest :func:`restart_score` of the model's forward pass wins (untargeted:
+    best wrong logit minus true logit, so an example counts as broken when any restart breaks it). Arguments as
+    in :func:`pgd`.
     Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer labels in [0, K); returns x_adv of x's shape in the
     caller's dtype, within ε of x (L∞) and in [0, 1].
     Units: ε and step_size in pixel units of [0, 1] (L∞); step_size defaults to 2.5·ε/steps.
@@ -417,23 +515,8 @@ def pgd_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     Source: Madry et al. 2018 (PGD with random restarts); ``objective="ce+cas"`` as the official adaptive attack
     (github.com/bymavis/CAS_ICLR2021, Trades/pgd_attack_cifar10_cas.py).
     """
-    _check_steps(restarts, "restarts")
-    model = unwrap_parallel(model)
-    caller_x = x
-    x, y = validate_attack_inputs(model, x, y, eps, objective)
-    if y is None:
-        raise ValueError("This attack needs the true labels y (an integer tensor of shape (N,)).")
-    x = x.detach()
-    best, best_margin = x.clone(), torch.full((x.shape[0],), float("-inf"), device=x.device)
-    for _ in range(restarts):
-        x_adv = pgd(model, x, y, eps, step_size=step_size, steps=steps, random_start=True, objective=objective,
-                    beta=beta, loss=loss)
-        with torch.no_grad(), eval_mode(model):
-            margin = margin_loss(model(x_adv), y, kappa=float("inf"))
-        better = margin > best_margin
-        best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
-        best_margin = torch.where(better, margin, best_margin)
-    return _in_caller_dtype(best, caller_x, eps)
+    return pgd(model, x, y, eps, step_size=step_size, steps=steps, random_start=True, objective=objective,
+               beta=beta, loss=loss, targeted=targeted, restarts=restarts)
 
 
 def straight_through_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100,

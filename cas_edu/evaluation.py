@@ -18,8 +18,9 @@ runs; :data:`ATTACKS`, :data:`DEFAULT_ATTACKS`, :data:`REPORT_ATTACKS`, :data:`W
 :data:`STRAIGHT_THROUGH`, :data:`COSTLY`, :data:`LABELS`, :data:`NO_CAS_LABELS` derive from it); per-example
 correctness :func:`accuracy` (natural, a registry attack or any callable), on which :func:`evaluate`,
 :func:`robustness_curve` and ``cas_edu.training.accuracy`` are built; the report (:class:`EvaluationReport`,
-:func:`attack_accuracy`); paired comparisons (:func:`paired_difference`); gradient-masking warnings
-(:func:`masking_warnings`).
+:func:`attack_accuracy`); the 95 % Wilson interval of every reported accuracy (:func:`wilson_interval`,
+:class:`AccuracyInterval`, :meth:`EvaluationReport.interval`); paired comparisons of two models on the same
+examples (:func:`paired_difference`, :func:`paired_interval`); gradient-masking warnings (:func:`masking_warnings`).
 
 Imports: :mod:`cas_edu.attacks`, :mod:`cas_edu.models`, :mod:`cas_edu.cas`, :mod:`cas_edu.runtime`,
 :mod:`cas_edu.validation` and the leaf :mod:`cas_edu.tables`; no plotting or widget package.
@@ -40,12 +41,11 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import attacks as attack_lib
 from .cas import unwrap_parallel
 from .models import eval_mode, has_cas, model_device
-from .runtime import seeded
+from .runtime import progress_bar, seeded
 from .tables import text_table
 from .validation import check_batch_size, check_inputs, check_seed, check_whole_number
 
@@ -337,8 +337,11 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_val
 
     One forked RNG seeded with ``seed`` serves every (attack, ε) in order (attacks outer, ε inner), so the same
     seed gives the same curve and the caller's generators are untouched; ε = 0 is natural accuracy. Returns
-    ``{"eps": [...], "natural": float, "fgsm": [...], "pgd": [...], "steps": steps, "n": N}`` (only the attacks
-    asked for): the data behind :func:`cas_edu.plots.accuracy_vs_eps_figure`.
+    ``{"eps": [...], "natural": float, "fgsm": [...], "pgd": [...], "steps": steps, "n": N, "n_correct": {"natural":
+    int, "fgsm": [...], "pgd": [...]}}`` (only the attacks asked for): accuracies as fractions and the counts of
+    correctly classified examples behind them, from which ``wilson_interval(curve["n_correct"]["pgd"][i],
+    curve["n"])`` gives each point's interval -- the data behind :func:`cas_edu.plots.accuracy_vs_eps_figure`
+    and its error bars.
 
     Shape: x (N, C, H, W) float in [0, 1]; y (N,) integer in [0, K).
     Units: ε values in pixel units of [0, 1] (L∞).
@@ -350,16 +353,17 @@ def robustness_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_val
         raise ValueError(f"Unknown attack(s) {unknown}; choose 'fgsm' and/or 'pgd'.")
     batch_size, seed = check_batch_size(batch_size), check_seed(seed)
     n = len(x)
-    curve: dict = {"eps": [float(e) for e in eps_values], "steps": steps, "n": n,
-                   "natural": int(accuracy(model, x, y, batch_size=batch_size).sum()) / n}
+    natural = int(accuracy(model, x, y, batch_size=batch_size).sum())
+    curve: dict = {"eps": [float(e) for e in eps_values], "steps": steps, "n": n, "natural": natural / n}
     jobs = [(a, float(e)) for a in attacks for e in eps_values]
-    results: dict[str, list[float]] = {a: [] for a in attacks}
+    counts: dict[str, list[int]] = {a: [] for a in attacks}
     with seeded(seed, model_device(model)):
-        for attack, eps in tqdm(jobs, desc="accuracy vs ε", disable=progress is False):
+        for attack, eps in progress_bar(jobs, desc="accuracy vs ε", disable=progress is False):
             correct = accuracy(model, x, y, batch_size=batch_size) if eps == 0 else \
                 accuracy(model, x, y, attack, eps=eps, batch_size=batch_size, **curve_options(attack, steps))
-            results[attack].append(int(correct.sum()) / n)
-    curve.update(results)
+            counts[attack].append(int(correct.sum()))
+    curve.update({a: [c / n for c in by] for a, by in counts.items()})
+    curve["n_correct"] = {"natural": natural, **counts}
     return curve
 
 
@@ -508,6 +512,46 @@ class EvaluationReport:
         found = self.worst_case_correct()
         return len(found[0]) if found is not None else min([self.count(a) for a in self.accuracy] or [0])
 
+    def interval(self, attack: str, objective: str | None = None, confidence: float = 0.95) -> AccuracyInterval:
+        """The accuracy of one (attack, objective) -- or of ``"worst_case"`` -- with its Wilson interval
+        (:func:`wilson_interval`) over the examples that attack ran on.
+
+        ``objective`` defaults to ``ce+cas`` when the attack ran with it, else ``ce``. The interval comes from the
+        per-example results; a report built by hand from ``accuracy`` alone uses accuracy × n when that is a
+        whole number of examples.
+
+        Raises: ``ValueError`` for an attack or objective not in the report, or a hand-built report whose
+        accuracy × n is not a whole number (no per-example results to count).
+        """
+        if attack == "worst_case":
+            found = self.worst_case_correct()
+            if found is not None:
+                return wilson_interval(found[1], confidence=confidence)
+            if self.worst_case is None:
+                raise ValueError("this report ran no attack, so it has no worst case.")
+            return _interval_from_fraction(self.worst_case, self.worst_case_n, confidence)
+        if attack not in self.accuracy:
+            raise ValueError(f"attack {attack!r} is not in this report; choose one of "
+                             f"{', '.join(['worst_case', *self.accuracy])}.")
+        by = self.accuracy[attack]
+        objective = objective or ("ce+cas" if "ce+cas" in by else "ce")
+        if objective not in by:
+            raise ValueError(f"attack {attack!r} was not run with objective {objective!r}; choose one of {', '.join(by)}.")
+        if objective in self.correct.get(attack, {}):
+            return wilson_interval(self.correct[attack][objective], confidence=confidence)
+        return _interval_from_fraction(by[objective], self.count(attack), confidence)
+
+    def _interval_or_none(self, attack: str, objective: str | None = None) -> AccuracyInterval | None:
+        try:
+            return self.interval(attack, objective)
+        except ValueError:
+            return None
+
+    @property
+    def worst_case_interval(self) -> AccuracyInterval | None:
+        """:attr:`worst_case` with its 95 % Wilson interval (:meth:`interval`); None when it cannot be counted."""
+        return self._interval_or_none("worst_case")
+
     def common_accuracy(self) -> dict[str, dict[str, float]]:
         """Accuracies restricted to the examples every attack ran on (equal to ``accuracy`` without subsets)."""
         found = self.worst_case_correct()
@@ -521,6 +565,12 @@ class EvaluationReport:
         out = {"eps": self.eps, "n_examples": self.n_examples, "has_cas": self.has_cas, "seed": self.seed,
                "digest": self.digest, "accuracy": self.accuracy, "n": self.counts, "worst_case": self.worst_case,
                "worst_case_n": self.worst_case_n, "seconds": self.seconds, "warnings": self.warnings}
+        intervals = {a: {o: [ci.low, ci.high] for o in by if (ci := self._interval_or_none(a, o)) is not None}
+                     for a, by in self.accuracy.items()}
+        worst = self.worst_case_interval
+        out["intervals"] = {a: by for a, by in intervals.items() if by}
+        out["worst_case_interval"] = None if worst is None else [worst.low, worst.high]
+        out["interval_method"] = "Wilson (1927) score interval, 95 %"
         if self.checkpoint is not None:
             out["checkpoint"] = self.checkpoint
         if self.correct:
@@ -545,22 +595,29 @@ class EvaluationReport:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    def _cell(self, value: float, interval: AccuracyInterval | None) -> str:
+        """One accuracy of the table in %, with its 95 % Wilson interval when it can be counted."""
+        return f"{value * 100:.2f}" if interval is None else f"{value * 100:.2f} {interval.bounds(1)}"
+
     def table(self) -> str:
-        """A plain-text table for people: accuracy in %, one row per attack with its example count n, then the
-        per-example worst case."""
+        """A plain-text table for people: accuracy in % with its 95 % Wilson interval in brackets
+        (:meth:`interval`), one row per attack with its example count n, then the per-example worst case."""
         objectives = [o for o in ("ce", "ce+cas") if any(o in by for by in self.accuracy.values())]
-        headers = ["attack"] + [{"ce": "main head (ce) %", "ce+cas": "adaptive (ce+cas) %"}[o] for o in objectives]
+        headers = ["attack"] + [{"ce": "main head (ce) % [95 % CI]", "ce+cas": "adaptive (ce+cas) % [95 % CI]"}[o]
+                                for o in objectives]
         headers.append("n")
         labels = {**LABELS, **({} if self.has_cas else NO_CAS_LABELS)}
-        rows = [[labels.get(a, a)] + [f"{by[o] * 100:.2f}" if o in by else "–" for o in objectives] + [str(self.count(a))]
+        rows = [[labels.get(a, a)] + [self._cell(by[o], self._interval_or_none(a, o)) if o in by else "–"
+                                      for o in objectives] + [str(self.count(a))]
                 for a, by in self.accuracy.items()]
         worst = self.worst_case
         if worst is not None and any(a != "natural" for a in self.accuracy):
-            rows.append([LABELS["worst_case"]] + [f"{worst * 100:.2f}"] + ["–"] * (len(objectives) - 1)
-                        + [str(self.worst_case_n)])
+            rows.append([LABELS["worst_case"]] + [self._cell(worst, self.worst_case_interval)]
+                        + ["–"] * (len(objectives) - 1) + [str(self.worst_case_n)])
         lines = [text_table(headers, rows)]
         lines.append(f"eps = {self.eps:.4g} (L∞), {self.n_examples} examples; worst case: correct naturally and under "
-                     "every attack and objective, per example")
+                     "every attack and objective, per example; [95 % CI]: Wilson score interval over the row's n "
+                     "examples")
         lines += [f"WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -584,6 +641,116 @@ def attack_accuracy(report: "EvaluationReport | Mapping[str, Mapping[str, float]
     if value is None and objective == "ce+cas":
         value = by.get("ce")
     return value
+
+
+# --------------------------------------------------------------------------- accuracy intervals
+
+
+@dataclass(frozen=True)
+class AccuracyInterval:
+    """An accuracy with its Wilson score confidence interval (fractions, not %), from :func:`wilson_interval`.
+
+    ``str()`` reads ``84.0 % [76.2, 89.5] (n = 100)``: the accuracy and the interval's ends in percent, and the
+    number of examples behind them (a confidence other than 95 % is named: ``(90 % CI, n = 100)``).
+
+    Raises: nothing of its own (a frozen dataclass).
+    Source: E. B. Wilson, "Probable inference, the law of succession, and statistical inference", J. American
+    Statistical Association 22:209-212 (1927).
+    """
+
+    accuracy: float
+    low: float
+    high: float
+    n: int
+    correct: int
+    confidence: float = 0.95
+    method: str = "Wilson (1927) score interval"
+
+    def bounds(self, digits: int = 1) -> str:
+        """The interval's ends in percent, e.g. ``[76.2, 89.5]``."""
+        return f"[{100 * self.low:.{digits}f}, {100 * self.high:.{digits}f}]"
+
+    def format(self, digits: int = 1, show_n: bool = True) -> str:
+        """The accuracy in percent with the interval, e.g. ``84.0 % [76.2, 89.5] (n = 100)``."""
+        text = f"{100 * self.accuracy:.{digits}f} % {self.bounds(digits)}"
+        if not show_n:
+            return text
+        level = "" if self.confidence == 0.95 else f"{100 * self.confidence:g} % CI, "
+        return f"{text} ({level}n = {self.n})"
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def _whole(value, what: str) -> int:
+    """``value`` as an int when it is a whole number (Python, numpy or 0-d tensor), else ``ValueError``."""
+    if getattr(value, "ndim", 0) == 0 and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value != int(value):
+        raise ValueError(f"{what} must be a whole number, got {value!r}.")
+    return int(value)
+
+
+def _interval_from_fraction(accuracy: float, n: int, confidence: float) -> AccuracyInterval:
+    """:func:`wilson_interval` of ``round(accuracy · n)`` of ``n`` when that product is a whole number (a report
+    built by hand from accuracies alone), else ``ValueError``."""
+    count = accuracy * n
+    if n < 1 or abs(count - round(count)) > 1e-6:
+        raise ValueError(f"accuracy {accuracy!r} of {n} examples is not a whole number of examples; the report needs "
+                         "per-example results for an interval.")
+    return wilson_interval(round(count), n, confidence)
+
+
+def wilson_interval(correct, n: int | None = None, confidence: float = 0.95) -> AccuracyInterval:
+    r"""An accuracy and its Wilson score interval, from per-example outcomes or from a count of correct examples.
+
+    ``wilson_interval(outcomes)`` takes one bool (or 0/1) value per example; ``wilson_interval(k, n)`` takes the
+    number of correct examples k out of n. With :math:`\hat p = k/n` and z the standard normal quantile of
+    :math:`(1 + \text{confidence})/2`, the interval is
+
+    .. math:: \frac{\hat p + z^2/(2n) \pm z\sqrt{\hat p(1-\hat p)/n + z^2/(4n^2)}}{1 + z^2/n},
+
+    which stays inside [0, 1] and keeps a non-zero width at 0/n and n/n (unlike the Wald interval
+    :math:`\hat p \pm z\sqrt{\hat p(1-\hat p)/n}`, which collapses there and undercovers for small n). It is the
+    interval Brown, Cai & DasGupta recommend for small n (Statistical Science 16:101-133, 2001), and scipy's
+    ``binomtest(k, n).proportion_ci(method="wilson")``. For the difference of two accuracies on the same
+    examples use :func:`paired_interval` instead (the two are not independent).
+
+    Shape: ``correct`` (N,) bool or 0/1 (a tensor, array or list; flattened), or a whole number with ``n``.
+    Raises: ``ValueError`` for no examples (N = 0 or n = 0), values other than 0/1, a count that is not a whole
+    number in [0, n], outcomes passed together with ``n``, or a confidence outside (0, 1).
+    Source: E. B. Wilson, J. American Statistical Association 22:209-212 (1927).
+    """
+    if isinstance(confidence, bool) or not isinstance(confidence, Real) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), e.g. 0.95, got {confidence!r}.")
+    if n is None:
+        outcomes = torch.as_tensor(correct)
+        if outcomes.ndim == 0:
+            raise ValueError(f"got the single number {correct!r} without n; pass the count with n, "
+                             "wilson_interval(correct, n), or the per-example outcomes.")
+        outcomes = outcomes.flatten()
+        if outcomes.is_complex() or not bool(((outcomes == 0) | (outcomes == 1)).all()):
+            raise ValueError("per-example outcomes must be True/False or 0/1; for a count pass "
+                             "wilson_interval(correct, n).")
+        n, k = outcomes.numel(), int(outcomes.sum().item())
+    else:
+        if getattr(correct, "ndim", 0) != 0:
+            raise ValueError("pass either per-example outcomes (without n) or a count of correct examples with n.")
+        n, k = _whole(n, "n"), _whole(correct, "the count of correct examples")
+        if n < 0:
+            raise ValueError(f"n must be at least 1 example, got {n}.")
+        if not 0 <= k <= n:
+            raise ValueError(f"the count of correct examples must lie in [0, n] = [0, {n}], got {k}.")
+    if n == 0:
+        raise ValueError("no examples: an accuracy needs at least one example.")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = k / n
+    scale = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / scale
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / scale
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return AccuracyInterval(accuracy=p, low=low, high=high, n=n, correct=k, confidence=float(confidence))
 
 
 # --------------------------------------------------------------------------- paired comparison
@@ -854,7 +1021,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     report = EvaluationReport(eps=eps, n_examples=len(x), has_cas=cas, digest=examples_digest(x, y), seed=seed)
     everything = torch.arange(len(x))
     subset = balanced_indices(y, subset_n, seed) if subset_n is not None else everything
-    for name in tqdm(list(dict.fromkeys(["natural", *attacks])), desc="evaluate", disable=not progress):
+    for name in progress_bar(list(dict.fromkeys(["natural", *attacks])), desc="evaluate", disable=not progress):
         started = time.perf_counter()
         entry = REGISTRY[name]
         index = subset if entry.costly else everything
@@ -877,8 +1044,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     return report
 
 
-__all__ = ["ATTACKS", "Attack", "COSTLY", "CURVE_ATTACKS", "DEFAULT_ATTACKS", "EvaluationReport", "LABELS",
-           "NO_CAS_LABELS", "PairedDifference", "REGISTRY", "REPORT_ATTACKS", "STRAIGHT_THROUGH", "WHITE_BOX",
-           "accuracy", "attack_accuracy", "attack_entry", "attack_seed", "autoattack_accuracy", "autoattack_correct",
-           "balanced_indices", "column_label", "craft", "curve_options", "evaluate", "examples_digest",
-           "masking_warnings", "paired_difference", "paired_interval", "report_attacks", "robustness_curve"]
+__all__ = ["ATTACKS", "AccuracyInterval", "Attack", "COSTLY", "CURVE_ATTACKS", "DEFAULT_ATTACKS",
+           "EvaluationReport", "LABELS", "NO_CAS_LABELS", "PairedDifference", "REGISTRY", "REPORT_ATTACKS",
+           "STRAIGHT_THROUGH", "WHITE_BOX", "accuracy", "attack_accuracy", "attack_entry", "attack_seed",
+           "autoattack_accuracy", "autoattack_correct", "balanced_indices", "column_label", "craft", "curve_options",
+           "evaluate", "examples_digest", "masking_warnings", "paired_difference", "paired_interval",
+           "report_attacks", "robustness_curve", "wilson_interval"]

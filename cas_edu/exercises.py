@@ -4,7 +4,9 @@ Each ``check_*`` runs the learner's function on fresh random inputs (a new seed 
 ``seed`` is given), compares it with the library's own implementation, prints ONE friendly line --
 ``✓ Right: ...`` or ``✗ Not yet: <what differs>`` -- and returns ``True`` / ``False``. Exceptions
 raised by the learner's function are caught and reported in that line. Where a result matches a
-common mistake (no clamp, absolute threshold, sum instead of mean ...) the line names it.
+common mistake (no clamp, absolute threshold, sum instead of mean ...) the line names it. Where several
+answers are right (:func:`check_restart_selection`: any restart that breaks an example), the checker tests the
+rule itself rather than one implementation.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from .models import SmallCNN, eval_mode
 from .runtime import seeded
 from .validation import gradients_on
 
-__all__ = ["check_fgsm", "check_pgd_projection", "check_activation_counts", "check_channel_magnitudes",
-           "check_cas_mask", "check_cas_loss", "check_cas_gains"]
+__all__ = ["check_fgsm", "check_targeted_fgsm", "check_pgd_projection", "check_restart_selection",
+           "check_activation_counts", "check_channel_magnitudes", "check_cas_mask", "check_cas_loss", "check_cas_gains"]
 
 _TRIALS = 3
 
@@ -168,6 +170,68 @@ def check_fgsm(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torc
     return _checked(trials, seed)
 
 
+def check_targeted_fgsm(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor],
+                        seed: int | None = None) -> bool:
+    """Check ``fn(model, x, target, eps) -> x_adv``, one targeted FGSM step x − ε·sign(∇ₓ CE(f(x), target))
+    clamped to [0, 1], against ``attacks.fgsm(..., targeted=True, random_start=False)`` on fresh inputs.
+
+    Named mistakes: stepping up the loss (the untargeted step), pushing away from the model's own prediction,
+    the raw gradient instead of its sign, the gradient of the training-mode model, no clamp to [0, 1].
+    Shape: fn gets a small CNN, x (16, 1, 8, 8) in [0, 1], target (16,) int64 (classes other than the model's
+    prediction) and ε, and returns x_adv shaped like x.
+    Raises: nothing of its own: whatever ``fn`` raises is caught and reported in the printed line.
+    """
+
+    def trials(generator: torch.Generator) -> str:
+        for _ in range(_TRIALS):
+            model = _fresh_model(generator)
+            x, _ = _fresh_images(generator)
+            with torch.no_grad():
+                predicted = model(x).argmax(1)
+            target = (predicted + torch.randint(1, 10, predicted.shape, generator=generator)) % 10
+            eps = float(torch.empty(1).uniform_(0.05, 0.3, generator=generator))
+            expected = attacks.fgsm(model, x, target, eps, random_start=False, targeted=True)
+            result = _as_tensor(_run(fn, (model, x.clone(), target.clone(), eps), "targeted FGSM"),
+                                "a tensor of adversarial images")
+            _check_shape(result, expected, "x_adv")
+            _check_values(result, "x_adv")
+            if not result.is_floating_point():
+                raise _NotYet(f"x_adv has dtype {result.dtype}; images should stay floating point.")
+            if result.min() < -1e-6 or result.max() > 1 + 1e-6:
+                raise _NotYet(f"values outside [0, 1] (min {result.min():.3f}, max {result.max():.3f}): "
+                              "clamp x_adv to the valid image range.")
+            moved = (result.double() - x.double()).abs().max().item()
+            if moved > eps + 1e-5:
+                raise _NotYet(f"some pixels moved by {moved:.3f}, more than ε = {eps:.3f}.")
+            if not _close(result, expected, atol=1e-5):
+                with eval_mode(model), torch.enable_grad():
+                    grads = {}
+                    for name, labels in (("target", target), ("predicted", predicted)):
+                        xg = x.clone().requires_grad_(True)
+                        grads[name], = torch.autograd.grad(nn.functional.cross_entropy(model(xg), labels), xg)
+                    model.train()
+                    xt = x.clone().requires_grad_(True)
+                    grad_train, = torch.autograd.grad(nn.functional.cross_entropy(model(xt), target), xt)
+                grad = grads["target"]
+                mistakes = {
+                    "you stepped *up* the loss to the target; a targeted step goes down it: "
+                    "x − ε·sign(∇ₓ CE(f(x), target)).": (x + eps * grad.sign()).clamp(0, 1),
+                    "you pushed away from the model's own prediction (an untargeted step); pull towards the target: "
+                    "x − ε·sign(∇ₓ CE(f(x), target)).": (x + eps * grads["predicted"].sign()).clamp(0, 1),
+                    "you used the raw gradient; the step is ε·sign(gradient).": (x - eps * grad).clamp(0, 1),
+                    "the gradient was taken in training mode; call the model in eval mode (model.eval()).":
+                        (x - eps * grad_train.sign()).clamp(0, 1),
+                }
+                hint = _which_mistake(result, mistakes, atol=1e-5)
+                raise _NotYet(hint or f"max abs difference {_max_diff(result, expected):.4f} from "
+                                      "cas_edu.attacks.fgsm(..., targeted=True) (expected x − ε·sign(∇ₓ CE(f(x), "
+                                      "target)), clamped to [0, 1]).")
+        return (f"your targeted FGSM matches cas_edu.attacks.fgsm(..., targeted=True) on {_TRIALS} fresh models "
+                "and batches.")
+
+    return _checked(trials, seed)
+
+
 def check_pgd_projection(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor],
                          seed: int | None = None) -> bool:
     """Check ``fn(x_adv, x, eps) -> projected`` (onto the L∞ ε-ball around x, within [0, 1]) against ``attacks.project``.
@@ -201,6 +265,96 @@ def check_pgd_projection(fn: Callable[[torch.Tensor, torch.Tensor, float], torch
                 hint = "some pixels are still further than ε from x."
             raise _NotYet(hint or f"max abs difference {_max_diff(result, expected):.4f} from cas_edu.attacks.project.")
         return f"your projection matches cas_edu.attacks.project on {_TRIALS} fresh batches."
+
+    return _checked(trials, seed)
+
+
+def _linear_classifier(generator: torch.Generator) -> nn.Module:
+    """A random linear classifier of 8×8 images into 10 classes, whose predictions small perturbations flip."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.randn(10, 64, generator=generator))
+        model[1].bias.zero_()
+    return model.eval()
+
+
+def _restart_candidates(generator: torch.Generator, restarts: int = 4, n: int = 64):
+    """(model, x, y, candidates): ``restarts`` one-step PGD runs from random starts on a random linear classifier,
+    with y its own predictions, drawn again until each usual mistake shows: no single restart breaks every
+    example some restart breaks, some example survives every restart, and keeping the highest-cross-entropy
+    restart misses an example that another restart breaks."""
+    for _ in range(100):
+        model = _linear_classifier(generator)
+        x, _ = _fresh_images(generator, n)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        candidates = [attacks.pgd(model, x, y, 0.1, step_size=0.025, steps=1) for _ in range(restarts)]
+        with torch.no_grad():
+            logits = torch.stack([model(c) for c in candidates])
+        wrong = logits.argmax(2) != y
+        broken = wrong.any(0)
+        highest_ce = torch.stack([nn.functional.cross_entropy(z, y, reduction="none") for z in logits]).argmax(0)
+        ce_misses = bool((broken & ~wrong[highest_ce, torch.arange(n)]).any())
+        if ce_misses and not broken.all() and not any(bool(torch.equal(w, broken)) for w in wrong):
+            break
+    return model, x, y, candidates
+
+
+def check_restart_selection(fn: Callable[[nn.Module, list, torch.Tensor], torch.Tensor],
+                            seed: int | None = None) -> bool:
+    """Check ``fn(model, candidates, y) -> x_adv``: from the adversarial images of several random restarts, keep
+    per example one restart's image that the model misclassifies whenever any restart's image is misclassified
+    (the worst case over restarts of :func:`cas_edu.attacks.pgd` with ``restarts``).
+
+    Any restart is accepted for an example that no restart breaks, and any breaking restart where several do.
+    Named mistakes: averaging the restarts, keeping one whole restart for every example, keeping the restart of
+    the highest cross-entropy (which need not be a misclassified one), images that are no restart's.
+    Shape: fn gets a model of 8×8 images, candidates a list of 4 tensors (64, 1, 8, 8) in [0, 1] and y (64,) int64
+    (the true labels), and returns x_adv (64, 1, 8, 8).
+    Raises: nothing of its own: whatever ``fn`` raises is caught and reported in the printed line.
+    """
+
+    def trials(generator: torch.Generator) -> str:
+        for _ in range(_TRIALS):
+            model, x, y, candidates = _restart_candidates(generator)
+            stacked = torch.stack(candidates)
+            with torch.no_grad():
+                logits = torch.stack([model(c) for c in candidates])
+            wrong = logits.argmax(2) != y
+            result = _as_tensor(_run(fn, (model, [c.clone() for c in candidates], y.clone()), "restart selection"),
+                                "a tensor of adversarial images")
+            _check_shape(result, x, "x_adv")
+            _check_values(result, "x_adv")
+            rows = stacked.double().flatten(2)
+            same = ((rows - result.double().flatten(1)[None]).abs() <= 1e-6).all(2)  # (restarts, N)
+            if not same.any(0).all():
+                if _close(result, stacked.mean(0), atol=1e-6):
+                    raise _NotYet("you averaged the restarts; keep, per example, the image of one restart "
+                                  "(an average of adversarial images need not fool the model).")
+                missing = int((~same.any(0)).sum())
+                raise _NotYet(f"{missing} example(s) got an image that is none of the restarts'; return, per "
+                              "example, the image of one restart.")
+            with torch.no_grad():
+                result_wrong = model(result.to(x.dtype)).argmax(1) != y
+            missed = wrong.any(0) & ~result_wrong
+            if not missed.any():
+                continue
+            whole = [j for j in range(len(candidates)) if bool(same[j].all())]
+            highest_ce = torch.stack([nn.functional.cross_entropy(z, y, reduction="none") for z in logits]).argmax(0)
+            if whole:
+                hint = (f"you kept restart {whole[0] + 1} of {len(candidates)} for every example; choose the restart "
+                        "per example (the one that breaks that example, if any does).")
+            elif bool(same[highest_ce, torch.arange(len(y))].all()):
+                hint = ("you kept the restart of the highest cross-entropy, but a restart with a lower loss can be "
+                        "the one that misclassifies the example; keep a misclassifying restart when there is one "
+                        "(its margin, best wrong logit − true logit, is > 0).")
+            else:
+                hint = (f"{int(missed.sum())} example(s) are misclassified by some restart but not by your choice; "
+                        "keep, per example, a restart that misclassifies it if any does.")
+            raise _NotYet(hint)
+        return (f"your selection keeps the worst case over restarts per example on {_TRIALS} fresh sets of "
+                "restarts.")
 
     return _checked(trials, seed)
 

@@ -23,7 +23,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from .activations import ActivationComparison, ChannelData, class_mean_activations, is_saturated
-from .evaluation import ATTACKS, attack_accuracy, attack_entry, column_label
+from .evaluation import ATTACKS, EvaluationReport, attack_accuracy, attack_entry, column_label, wilson_interval
 from .evaluation import robustness_curve  # deprecated alias (moved to cas_edu.evaluation), kept for one release
 from .tables import text_table
 
@@ -92,9 +92,21 @@ def count_traces(rank: Sequence[int], natural: Sequence[float], adversarial: Seq
             for kind, values in (("natural", natural), ("adversarial", adversarial))]
 
 
+def _error_bars(accuracies: Sequence[float], counts: Sequence[int] | None, n: int | None) -> dict | None:
+    """Plotly ``error_y`` (in %) of the 95 % Wilson intervals of ``counts`` correct of ``n`` examples each; None
+    without counts (a curve computed before they were recorded)."""
+    if counts is None or not n:
+        return None
+    intervals = [wilson_interval(c, n) for c in counts]
+    return dict(type="data", symmetric=False, thickness=1, width=3,
+                array=[100 * (ci.high - a) for ci, a in zip(intervals, accuracies)],
+                arrayminus=[100 * (a - ci.low) for ci, a in zip(intervals, accuracies)])
+
+
 def accuracy_vs_eps_figure(curves: Mapping[str, dict] | dict, title: str = "Accuracy as the L∞ budget ε grows") -> go.Figure:
     """Accuracy (%) against ε: a dashed natural line and one line per attack, for one curve or a ``{model: curve}``
-    map of :func:`cas_edu.evaluation.robustness_curve` results.
+    map of :func:`cas_edu.evaluation.robustness_curve` results, with 95 % Wilson error bars
+    (:func:`cas_edu.evaluation.wilson_interval`) when the curve has its counts (``n_correct``).
 
     Raises: nothing of its own (a curve without ``eps`` or ``natural`` raises KeyError).
     """
@@ -106,13 +118,17 @@ def accuracy_vs_eps_figure(curves: Mapping[str, dict] | dict, title: str = "Accu
         color = RUN_COLORS[i % len(RUN_COLORS)]
         prefix = f"{model_name} · " if model_name else ""
         eps = curve["eps"]
+        counts = curve.get("n_correct", {})
+        natural_counts = None if "natural" not in counts else [counts["natural"]] * 2
         fig.add_trace(go.Scatter(x=[min(eps), max(eps)], y=[100 * curve["natural"]] * 2, mode="lines",
-                                 name=f"{prefix}natural", line=dict(color=color, dash="dash", width=1)))
+                                 name=f"{prefix}natural", line=dict(color=color, dash="dash", width=1),
+                                 error_y=_error_bars([curve["natural"]] * 2, natural_counts, curve.get("n"))))
         for attack in ("fgsm", "pgd"):
             if attack in curve:
                 label = "FGSM" if attack == "fgsm" else f"PGD-{curve.get('steps', 10)}"
                 fig.add_trace(go.Scatter(x=eps, y=[100 * a for a in curve[attack]], mode="lines+markers",
-                                         name=f"{prefix}{label}", line=dict(color=color, dash=dashes[attack])))
+                                         name=f"{prefix}{label}", line=dict(color=color, dash=dashes[attack]),
+                                         error_y=_error_bars(curve[attack], counts.get(attack), curve.get("n"))))
     fig.update_layout(title=title, xaxis_title="ε (L∞ budget, pixel values in [0, 1])", yaxis_title="accuracy (%)",
                       yaxis_range=[0, 101], legend_title="model · attack", height=420, width=760)
     return fig
@@ -281,11 +297,27 @@ def training_curves_figure(histories: Mapping[str, Sequence[Mapping]], title: st
     return fig
 
 
+def _bar_interval(report: object, attack: str, objective: str):
+    """The Wilson interval of one bar (the objective :func:`cas_edu.evaluation.attack_accuracy` used), or None
+    for an ``accuracy`` dict or a value the report cannot count."""
+    if not isinstance(report, EvaluationReport) or attack not in report.accuracy:
+        return None
+    by = report.accuracy[attack]
+    used = objective if objective in by else "ce" if objective == "ce+cas" and "ce" in by else None
+    if used is None:
+        return None
+    try:
+        return report.interval(attack, used)
+    except ValueError:
+        return None
+
+
 def robustness_comparison_figure(reports: Mapping[str, object], title: str = "Accuracy under each attack") -> go.Figure:
     """Grouped bars: one group per attack of :data:`cas_edu.evaluation.ATTACKS` that some report ran (white-box
     attacks once per objective, labelled by :func:`cas_edu.evaluation.column_label`), one bar per model; accepts
     EvaluationReports or their ``accuracy`` dicts. A model without CAS has no separate adaptive attack, so its
-    main-head value stands in (:func:`cas_edu.evaluation.attack_accuracy`).
+    main-head value stands in (:func:`cas_edu.evaluation.attack_accuracy`). Bars of EvaluationReports carry
+    95 % Wilson error bars (:meth:`cas_edu.evaluation.EvaluationReport.interval`).
 
     Raises: ValueError when ``reports`` is empty.
     """
@@ -301,8 +333,17 @@ def robustness_comparison_figure(reports: Mapping[str, object], title: str = "Ac
     for i, (name, acc) in enumerate(accuracy.items()):
         values = [attack_accuracy(acc, attack, objective) for attack, objective in bars]
         values = [None if v is None else 100 * v for v in values]
+        intervals = [_bar_interval(reports[name], attack, objective) for attack, objective in bars]
+        error_y = None
+        if any(ci is not None for ci in intervals):
+            error_y = dict(type="data", symmetric=False, thickness=1, width=3,
+                           array=[None if ci is None or v is None else 100 * ci.high - v
+                                  for ci, v in zip(intervals, values)],
+                           arrayminus=[None if ci is None or v is None else v - 100 * ci.low
+                                       for ci, v in zip(intervals, values)])
         fig.add_trace(go.Bar(x=labels, y=values, name=name, marker_color=RUN_COLORS[i % len(RUN_COLORS)],
-                             text=[None if v is None else f"{v:.0f}" for v in values], textposition="outside"))
+                             text=[None if v is None else f"{v:.0f}" for v in values], textposition="outside",
+                             error_y=error_y))
     fig.update_layout(title=title, barmode="group", xaxis_title="attack (objective)", yaxis_title="accuracy (%)",
                       yaxis_range=[0, 105], legend_title="model", height=460, width=980)
     return fig

@@ -16,7 +16,8 @@ from torch import nn
 
 from helpers import tiny_cnn
 
-from cas_edu.attacks import attack_objective, cw_inf, fgsm, margin_loss, pgd, trades_kl_attack
+from cas_edu.attacks import (attack_objective, cw_inf, fgsm, margin_loss, pgd, pgd_restarts, restart_score,
+                             targeted_margin, trades_kl_attack)
 from cas_edu.models import SmallCNN, model_device
 
 LINF_ATTACKS = ("fgsm", "pgd", "cw_inf", "trades")
@@ -47,8 +48,8 @@ def _run(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
     if name == "cw_inf":
         return cw_inf(model, x, y, eps, step_size=step_size, steps=steps, random_start=random_start, objective=objective)
     if name == "trades":
-        return trades_kl_attack(model, x, eps, step_size=(step_fraction or 0.25) * eps if eps > 0 else 0.01,
-                                steps=steps, objective=objective)
+        step = ((step_fraction or 0.25) * eps or eps) if eps > 0 else 0.01  # a subnormal ε can underflow to 0
+        return trades_kl_attack(model, x, eps, step_size=step, steps=steps, objective=objective)
     raise AssertionError(name)
 
 
@@ -122,6 +123,34 @@ def test_linf_attacks_respect_box_and_budget(plain_model, cas_model, name, image
         assert torch.equal(value, bn_before[key]), key
 
 
+@PROPERTY_SETTINGS
+@given(images=IMAGES, eps=EPS, steps=st.integers(1, 3), restarts=st.integers(1, 3), targeted=st.booleans(),
+       adaptive=st.booleans(), loss=st.sampled_from(["ce", "margin"]), norm=st.sampled_from(["linf", "l2"]),
+       random_start=st.sampled_from([True, "normal", False]), seed=st.integers(0, 2**16))
+def test_targeted_and_restarted_pgd_respect_box_and_budget(plain_model, cas_model, images, eps, steps, restarts,
+                                                           targeted, adaptive, loss, norm, random_start, seed):
+    """Every combination of targeted × restarts × objective × loss × norm × start stays in the ε-ball ∩ [0, 1]."""
+    if restarts > 1 and random_start is False:
+        random_start = True  # restarts > 1 without a random start is refused (test_restarts_are_validated)
+    model = cas_model if adaptive else plain_model
+    x = _tensor(images)
+    x_before = x.clone()
+    y = torch.randint(0, 10, (x.shape[0],), generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    x_adv = pgd(model, x, y, eps, steps=steps, random_start=random_start, objective="ce+cas" if adaptive else "ce",
+                norm=norm, loss=loss, targeted=targeted, restarts=restarts)
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and not x_adv.requires_grad
+    assert torch.equal(x, x_before)
+    assert (x_adv >= 0).all() and (x_adv <= 1).all()
+    if norm == "linf":
+        assert linf_excess(x_adv, x, eps) <= 0
+    else:
+        assert ((x_adv.double() - x.double()).flatten(1).norm(dim=1) <= eps * (1 + 1e-5)).all()
+    if eps == 0:
+        assert torch.equal(x_adv, x)
+    assert _no_parameter_grads(model)
+
+
 _BUG_PIXEL, _BUG_EPS = 0.47700977325439453, 0.43265496388582003  # fl32(x) − fl32(eps) lies > 1 ulp outside the ball
 
 
@@ -131,6 +160,8 @@ _BUG_PIXEL, _BUG_EPS = 0.47700977325439453, 0.43265496388582003  # fl32(x) − f
 @example(name="fgsm", images=np.full((2, 1, 8, 8), _BUG_PIXEL, dtype=np.float32), eps=_BUG_EPS, steps=1,
          random_start=False, seed=0)
 @example(name="pgd", images=np.full((1, 1, 8, 8), 0.5, dtype=np.float32), eps=5e-324, steps=4,  # default step underflows
+         random_start=False, seed=0)
+@example(name="trades", images=np.full((1, 1, 8, 8), 0.5, dtype=np.float32), eps=5e-324, steps=1,  # so does ε/4
          random_start=False, seed=0)
 def test_linf_budget_holds_exactly(plain_model, name, images, eps, steps, random_start, seed):
     """‖x_adv − x‖∞ ≤ ε with no tolerance at all: the promise of the module docstring."""
@@ -360,6 +391,38 @@ def test_unknown_objective_raises_value_error(cas_model, name):
         calls[name](x, y, objective="cas")
 
 
+@pytest.mark.parametrize("restarts", [0, -1, 1.5, 2.0, "2", True, None])
+def test_restarts_must_be_a_whole_number_of_at_least_one(plain_model, restarts):
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="restarts"):
+        pgd(plain_model, x, y, 0.1, steps=1, restarts=restarts)
+
+
+@pytest.mark.parametrize("start", [False, "none", None])
+def test_restarts_without_a_random_start_are_refused(plain_model, start):
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="random start"):
+        pgd(plain_model, x, y, 0.1, steps=1, random_start=start, restarts=2)
+    assert pgd(plain_model, x, y, 0.1, steps=1, random_start=start, restarts=1).shape == x.shape
+
+
+@pytest.mark.parametrize("targeted", [1, 0, "yes", None])
+def test_targeted_must_be_a_bool(plain_model, targeted):
+    x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="targeted"):
+        pgd(plain_model, x, y, 0.1, steps=1, targeted=targeted)
+
+
+@pytest.mark.parametrize("target", [torch.tensor([0, 10]), torch.tensor([-1, 2]), torch.tensor([0.0, 1.0]),
+                                    torch.tensor([0, 1, 2])])
+def test_targets_must_be_classes_of_the_model(plain_model, target):
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="target classes"):
+        pgd(plain_model, x, target, 0.1, steps=1, targeted=True)
+    with pytest.raises(ValueError, match="target classes"):
+        pgd(plain_model, x, None, 0.1, steps=1, targeted=True)
+
+
 def test_other_bad_arguments_raise_value_error(plain_model):
     x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
     with pytest.raises(ValueError, match="norm"):
@@ -436,6 +499,88 @@ def test_adaptive_objective_changes_gradients_and_adversarial_examples(cas_model
     trades_cas = trades_kl_attack(cas_model, x, 0.2, 0.05, steps=5, objective="ce+cas")
     assert not torch.equal(trades_ce, trades_cas)
     assert _no_parameter_grads(cas_model)
+
+
+def test_targeted_objective_is_the_negative_ce_and_the_targeted_margin_on_every_head():
+    torch.manual_seed(2)
+    model = SmallCNN(num_classes=10, in_channels=1, widths=(8, 16, 16), cas_layers=["block2", "block3"]).eval()
+    x, target = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(9)), (torch.arange(12) * 7) % 10
+    with torch.no_grad():
+        details = model.forward_details(x)
+        heads = [details.logits, *details.aux_logits]
+        ce = [F.cross_entropy(z, target, reduction="none") for z in heads]
+        # by hand: min(z_t − max_{j≠t} z_j, 0), Carlini & Wagner's targeted f6 negated, with κ = 0
+        others = [z.masked_fill(F.one_hot(target, 10).bool(), float("-inf")).amax(1) for z in heads]
+        margins = [(z[torch.arange(12), target] - o).clamp(max=0) for z, o in zip(heads, others)]
+        assert (margins[0] < 0).any() and (margins[0] == 0).any(), "need examples on both sides of the cap"
+        torch.testing.assert_close(targeted_margin(details.logits, target), margins[0])
+        torch.testing.assert_close(attack_objective(model, x, target, "ce", targeted=True), -ce[0].sum())
+        torch.testing.assert_close(attack_objective(model, x, target, "ce+cas", beta=2.0, targeted=True),
+                                   -(ce[0] + 2.0 * (ce[1] + ce[2]) / 2).sum())
+        torch.testing.assert_close(attack_objective(model, x, target, "ce", loss="margin", targeted=True),
+                                   margins[0].sum())
+        torch.testing.assert_close(attack_objective(model, x, target, "ce+cas", loss="margin", beta=2.0,
+                                                    targeted=True), (margins[0] + (margins[1] + margins[2])).sum())
+
+
+def test_restart_score_is_positive_exactly_when_the_attack_succeeded():
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, -1.0], [1.0, 1.0, 4.0]])
+    y = torch.tensor([0, 2, 2])
+    torch.testing.assert_close(restart_score(logits, y), torch.tensor([-1.0, 6.0, -3.0]))
+    torch.testing.assert_close(restart_score(logits, y, targeted=True), torch.tensor([1.0, -6.0, 3.0]))
+
+
+def test_targeted_fgsm_is_one_signed_step_down_the_ce_to_the_target(plain_model):
+    x, target = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(6)), torch.tensor([5, 6, 7, 8])
+    x_req = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(plain_model(x_req), target, reduction="sum"), x_req)
+    expected = (x - 0.1 * grad.sign()).clamp(0, 1)
+    torch.testing.assert_close(fgsm(plain_model, x, target, 0.1, targeted=True), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(pgd(plain_model, x, target, 0.1, step_size=0.1, steps=1, random_start=False,
+                                   targeted=True), expected, rtol=0, atol=1e-6)
+
+
+def _from_one_stream(model, x, y, seed, restarts, eps=0.1, **kwargs):
+    """``restarts`` single-start runs drawn one after the other from torch.manual_seed(seed), and the same call
+    with ``restarts``: the first single run is what ``restarts=1`` gives."""
+    torch.manual_seed(seed)
+    singles = [pgd(model, x, y, eps, **kwargs) for _ in range(restarts)]
+    torch.manual_seed(seed)
+    return singles, pgd(model, x, y, eps, restarts=restarts, **kwargs)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+@pytest.mark.parametrize("objective, loss", [("ce", "ce"), ("ce+cas", "ce"), ("ce", "margin")])
+def test_restarts_keep_per_example_the_restart_with_the_best_score(cas_model, targeted, objective, loss):
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        predicted = cas_model(x).argmax(1)
+    y = (predicted + 1 + torch.arange(16) % 9) % 10 if targeted else predicted
+    singles, many = _from_one_stream(cas_model, x, y, 7, 4, steps=2, step_size=0.03, objective=objective, loss=loss,
+                                     targeted=targeted)
+    with torch.no_grad():
+        scores = torch.stack([restart_score(cas_model(s), y, targeted) for s in singles])
+        best = scores.argmax(0)
+    assert len(set(best.tolist())) > 1, "the test needs examples whose best restart differs"
+    torch.testing.assert_close(many, torch.stack(singles)[best, torch.arange(16)], rtol=0, atol=0)
+
+
+def test_targeted_and_restarted_pgd_are_seeded_by_torch(plain_model):
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([3, 4, 5, 6])
+    runs = []
+    for seed in (11, 11, 12):
+        torch.manual_seed(seed)
+        runs.append(pgd(plain_model, x, y, 0.2, steps=2, targeted=True, restarts=3))
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_pgd_restarts_is_pgd_with_restarts(cas_model):
+    x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5])
+    torch.manual_seed(1)
+    alias = pgd_restarts(cas_model, x, y, 0.1, steps=3, restarts=3, objective="ce+cas", loss="margin")
+    torch.manual_seed(1)
+    direct = pgd(cas_model, x, y, 0.1, steps=3, restarts=3, random_start=True, objective="ce+cas", loss="margin")
+    assert torch.equal(alias, direct)
 
 
 def test_fgsm_is_one_signed_step_of_size_eps(plain_model):
@@ -547,6 +692,41 @@ def test_pgd20_is_stronger_than_fgsm(trained):
     x_fgsm = fgsm(trained["model"], trained["x"], trained["y"], EPS)
     fgsm_accuracy = _accuracy(trained["model"], x_fgsm, trained["y"])
     assert trained["pgd"] <= fgsm_accuracy < trained["natural"]
+
+
+@pytest.mark.slow
+def test_targeted_pgd_reaches_its_target_far_more_often_than_untargeted_pgd(trained):
+    """At ε = 0.2 on the digits CNN, PGD-20 aimed at the class y + 1 lands there for most images (62 % here);
+    untargeted PGD-20, which breaks nearly every image, lands on that class for about one in ten."""
+    model, x, y = trained["model"], trained["x"], trained["y"]
+    target, eps = (y + 1) % 10, 0.2
+    torch.manual_seed(0)
+    aimed = pgd(model, x, target, eps, step_size=eps / 4, steps=20, targeted=True)
+    torch.manual_seed(0)
+    untargeted = pgd(model, x, y, eps, step_size=eps / 4, steps=20)
+    with torch.no_grad():
+        hit_aimed = (model(aimed).argmax(1) == target).double().mean().item()
+        hit_untargeted = (model(untargeted).argmax(1) == target).double().mean().item()
+    assert hit_aimed > 0.4 and hit_aimed > 3 * hit_untargeted, (hit_aimed, hit_untargeted)
+    assert linf_excess(aimed, x, eps) <= 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("targeted", [False, True])
+def test_restarts_are_never_worse_than_one_start_per_example(trained, targeted):
+    """With the same seed, PGD with 5 restarts breaks (targeted: reaches the target of) every example that its first
+    start breaks, and more: a weak PGD-2 on the digits CNN, where random starts matter."""
+    model, x, y = trained["model"], trained["x"][:SUBSET], trained["y"][:SUBSET]
+    y = (y + 1) % 10 if targeted else y
+    eps = 0.2 if targeted else EPS
+    singles, many = _from_one_stream(model, x, y, 3, 5, eps=eps, steps=2, step_size=eps / 4, targeted=targeted)
+    with torch.no_grad():
+        one, five = model(singles[0]), model(many)
+    assert (restart_score(five, y, targeted) >= restart_score(one, y, targeted)).all()
+    success = (lambda z: z.argmax(1) == y) if targeted else (lambda z: z.argmax(1) != y)
+    assert (success(five) | ~success(one)).all(), "an example one start breaks stays broken with restarts"
+    assert success(five).sum() > success(one).sum(), "the test needs restarts that help somewhere"
+    assert linf_excess(many, x, eps) <= 0
 
 
 @pytest.mark.slow

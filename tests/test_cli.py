@@ -127,7 +127,7 @@ def test_evaluate_prints_a_table_and_honours_options(run_dir, capsys):
     assert out.splitlines()[0].startswith("attack")
     assert "adaptive" not in out.splitlines()[0], "only the main-head objective was run: no adaptive column"
     fgsm_row = next(line for line in out.splitlines() if line.startswith("FGSM"))
-    assert fgsm_row.split()[1:] and fgsm_row.split()[-1] == "20" and len(fgsm_row.split()) == 3  # accuracy, n
+    assert fgsm_row.split()[-1] == "20" and len(fgsm_row.split()) == 5  # accuracy, [low, high] (Wilson 95 %), n
     worst_row = next(line for line in out.splitlines() if line.startswith("worst case (per example)"))
     assert worst_row.split()[-1] == "20"
     assert "eps = 0.05" in out and "20 examples" in out

@@ -156,7 +156,11 @@ def test_to_json_round_trips(cas_report):
     assert loaded == cas_report.to_dict()
     assert loaded["accuracy"] == cas_report.accuracy
     assert set(loaded) == {"eps", "n_examples", "has_cas", "seed", "digest", "accuracy", "n", "worst_case",
-                           "worst_case_n", "seconds", "warnings", "correct_legend", "correct"}
+                           "worst_case_n", "seconds", "warnings", "correct_legend", "correct", "intervals",
+                           "worst_case_interval", "interval_method"}
+    ci = evaluation.wilson_interval(cas_report.correct["pgd20"]["ce+cas"])
+    assert loaded["intervals"]["pgd20"]["ce+cas"] == [ci.low, ci.high]
+    assert loaded["worst_case_interval"] == [cas_report.worst_case_interval.low, cas_report.worst_case_interval.high]
     assert loaded["worst_case"] == cas_report.worst_case and loaded["worst_case_n"] == cas_report.n_examples
     assert loaded["correct"]["pgd20"]["ce+cas"] == "".join(
         str(int(v)) for v in cas_report.correct["pgd20"]["ce+cas"])
@@ -165,6 +169,119 @@ def test_to_json_round_trips(cas_report):
     for attack, by in cas_report.correct.items():
         for objective, correct in by.items():
             assert torch.equal(again.correct[attack][objective], correct)
+
+
+# --------------------------------------------------------------------------- accuracy intervals
+
+Z95 = 1.959963984540054  # the standard normal quantile of 0.975
+
+
+def _wilson_by_formula(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson (1927): (p + z²/2n ± z·sqrt(p(1 − p)/n + z²/4n²)) / (1 + z²/n), written out independently."""
+    p = k / n
+    centre = (p + z ** 2 / (2 * n)) / (1 + z ** 2 / n)
+    half = z * (p * (1 - p) / n + z ** 2 / (4 * n ** 2)) ** 0.5 / (1 + z ** 2 / n)
+    return centre - half, centre + half
+
+
+def test_wilson_interval_matches_known_values():
+    # 84 of 100: p = 0.84, z²/n = 0.0384146, centre = (0.84 + 0.0192073) / 1.0384146 = 0.827422,
+    # half = 1.959964 · sqrt(0.84 · 0.16 / 100 + 3.8414588 / 40000) / 1.0384146 = 0.071625 → [0.755797, 0.899047]
+    # (scipy.stats.binomtest(84, 100).proportion_ci(method="wilson") gives 0.7557973061, 0.8990471151)
+    ci = evaluation.wilson_interval(84, 100)
+    assert (ci.accuracy, ci.n, ci.correct) == (0.84, 100, 84)
+    assert ci.low == pytest.approx(0.7557973061072976, abs=1e-12)
+    assert ci.high == pytest.approx(0.8990471151119521, abs=1e-12)
+    # 0 of 10: low = 0 exactly, high = 2 · (z²/20) / (1 + z²/10) = 0.277533; 10 of 10 mirrors it
+    none, every = evaluation.wilson_interval(0, 10), evaluation.wilson_interval(10, 10)
+    assert none.low == 0.0 and none.high == pytest.approx(0.2775328, abs=1e-6)
+    assert every.high == 1.0 and every.low == pytest.approx(1 - 0.2775328, abs=1e-6)
+    assert str(ci) == "84.0 % [75.6, 89.9] (n = 100)"
+    assert ci.format(2, show_n=False) == "84.00 % [75.58, 89.90]" and ci.bounds() == "[75.6, 89.9]"
+
+
+@pytest.mark.parametrize("k, n", [(0, 1), (1, 1), (0, 7), (3, 7), (7, 7), (1, 64), (50, 64), (359, 359),
+                                  (123, 359), (5000, 10000)])
+@pytest.mark.parametrize("confidence", [0.95, 0.9, 0.99])
+def test_wilson_interval_agrees_with_scipy_and_the_formula(k, n, confidence):
+    from scipy.stats import binomtest
+    from statistics import NormalDist
+
+    ci = evaluation.wilson_interval(k, n, confidence=confidence)
+    reference = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    assert ci.low == pytest.approx(reference.low, abs=1e-9) and ci.high == pytest.approx(reference.high, abs=1e-9)
+    low, high = _wilson_by_formula(k, n, NormalDist().inv_cdf(0.5 + confidence / 2))
+    assert ci.low == pytest.approx(max(0.0, low), abs=1e-12) and ci.high == pytest.approx(min(1.0, high), abs=1e-12)
+    assert 0 <= ci.low <= ci.accuracy <= ci.high <= 1 and ci.confidence == confidence
+
+
+def test_wilson_interval_counts_per_example_outcomes():
+    outcomes = torch.tensor([True] * 21 + [False] * 4)
+    by_count = evaluation.wilson_interval(21, 25)
+    assert evaluation.wilson_interval(outcomes) == by_count
+    assert evaluation.wilson_interval(outcomes.int().reshape(5, 5)) == by_count  # 0/1 integers, any shape
+    assert evaluation.wilson_interval(outcomes.double().tolist()) == by_count  # a list of 0.0/1.0
+    assert evaluation.wilson_interval(torch.tensor(21), 25) == by_count  # a 0-d count
+    assert "90 % CI, n = 25" in str(evaluation.wilson_interval(21, 25, confidence=0.9))
+
+
+@pytest.mark.parametrize("args, kwargs, needle", [
+    ((torch.zeros(0, dtype=torch.bool),), {}, "no examples"),
+    ((0, 0), {}, "no examples"),
+    ((5, 4), {}, r"\[0, n\]"),
+    ((-1, 4), {}, r"\[0, n\]"),
+    ((2.5, 4), {}, "whole number"),
+    ((2, 4.5), {}, "whole number"),
+    ((torch.tensor([0, 1, 2]),), {}, "0/1"),
+    ((torch.tensor([0.5, 1.0]),), {}, "0/1"),
+    ((torch.tensor([True, False]), 2), {}, "either"),
+    ((21,), {}, "without n"),
+    ((torch.tensor([True]),), {"confidence": 1.0}, "confidence"),
+    ((torch.tensor([True]),), {"confidence": 0}, "confidence"),
+    ((torch.tensor([True]),), {"confidence": 95}, "confidence"),
+])
+def test_wilson_interval_refuses_what_is_not_an_accuracy(args, kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        evaluation.wilson_interval(*args, **kwargs)
+
+
+def test_report_intervals_come_from_the_per_example_results(cas_report):
+    for attack, by in cas_report.correct.items():
+        for objective, correct in by.items():
+            assert cas_report.interval(attack, objective) == evaluation.wilson_interval(correct)
+    assert cas_report.interval("pgd20") == cas_report.interval("pgd20", "ce+cas")  # the adaptive one by default
+    assert cas_report.interval("natural") == evaluation.wilson_interval(cas_report.correct["natural"]["ce"])
+    survived = cas_report.worst_case_correct()[1]
+    assert cas_report.interval("worst_case") == cas_report.worst_case_interval == evaluation.wilson_interval(survived)
+    with pytest.raises(ValueError, match="square"):
+        cas_report.interval("square")
+    with pytest.raises(ValueError, match="objective"):
+        cas_report.interval("natural", "ce+cas")
+
+
+def test_table_shows_each_accuracy_with_its_wilson_interval(cas_report):
+    lines = cas_report.table().splitlines()
+    assert "main head (ce) % [95 % CI]" in lines[0] and "adaptive (ce+cas) % [95 % CI]" in lines[0]
+    pgd_line = next(line for line in lines if line.startswith("PGD-20"))
+    for objective in ("ce", "ce+cas"):
+        ci = cas_report.interval("pgd20", objective)
+        assert f"{100 * ci.accuracy:.2f} {ci.bounds(1)}" in pgd_line
+    worst_line = next(line for line in lines if line.startswith("worst case"))
+    assert cas_report.worst_case_interval.bounds(1) in worst_line
+    assert "Wilson" in cas_report.table()
+
+
+def test_hand_built_reports_get_intervals_only_for_whole_counts():
+    report = EvaluationReport(eps=0.1, n_examples=10, accuracy={"natural": {"ce": 0.9}, "pgd20": {"ce": 0.4}})
+    assert report.interval("pgd20") == evaluation.wilson_interval(4, 10)
+    assert report.worst_case_interval == evaluation.wilson_interval(4, 10)
+    assert f"40.00 {evaluation.wilson_interval(4, 10).bounds(1)}" in report.table()
+    odd = EvaluationReport(eps=0.1, n_examples=10, accuracy={"pgd20": {"ce": 0.123}})
+    with pytest.raises(ValueError, match="whole number"):
+        odd.interval("pgd20")
+    assert odd.worst_case_interval is None
+    assert odd.table().splitlines()[2].split()[1:] == ["12.30", "10"]  # no interval to show
+    assert odd.to_dict()["intervals"] == {} and odd.to_dict()["worst_case_interval"] is None
 
 
 # --------------------------------------------------------------------------- validation
@@ -301,7 +418,8 @@ def test_worst_case_counts_an_example_only_if_every_attack_failed():
                                        "pgd20": {"ce": torch.cat([true, false])}})
     assert report.worst_case == 0.0 < min(report.accuracy["fgsm"]["ce"], report.accuracy["pgd20"]["ce"])
     assert report.to_dict()["worst_case"] == 0.0
-    assert report.table().splitlines()[-2].split()[-2:] == ["0.00", "4"]  # worst-case row: 0.00 %, n = 4
+    # worst-case row: 0.00 % with its Wilson interval [0, 49.0] (0 of 4: high = 2·(z²/8)/(1 + z²/4)), n = 4
+    assert report.table().splitlines()[-2].split()[-4:] == ["0.00", "[0.0,", "49.0]", "4"]
     # an example the model gets wrong naturally never counts, even if no attack "breaks" it
     report.correct["natural"]["ce"] = torch.tensor([False, True, True, True])
     report.correct["fgsm"]["ce"] = report.correct["pgd20"]["ce"] = torch.ones(4, dtype=torch.bool)
@@ -554,6 +672,11 @@ def test_robustness_curve_gives_the_numbers_of_the_loop_it_replaces(plain_model,
     expected = _curve_by_hand(plain_model, x, y, [0.0, 0.1, 0.2], steps=3, batch_size=24, seed=2)
     assert {k: curve[k] for k in expected} == expected
     assert curve["eps"] == [0.0, 0.1, 0.2] and curve["steps"] == 3 and curve["n"] == len(x)
+    # the counts behind every accuracy, for Wilson intervals (evaluation.wilson_interval(count, n))
+    assert curve["n_correct"]["natural"] / len(x) == curve["natural"]
+    for attack in ("fgsm", "pgd"):
+        assert all(isinstance(c, int) for c in curve["n_correct"][attack])
+        assert [c / len(x) for c in curve["n_correct"][attack]] == curve[attack]
     other = evaluation.robustness_curve(plain_model, x, y, [0.0, 0.1, 0.2], attacks=("pgd",), steps=3,
                                         batch_size=24, seed=3, progress=False)
     assert "fgsm" not in other

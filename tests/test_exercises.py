@@ -17,6 +17,44 @@ def _fgsm(model, x, y, eps, clamp=True, sign=1.0, train=False):
     return (out.clamp(0, 1) if clamp else out).detach()
 
 
+def _targeted_fgsm(model, x, target, eps, clamp=True, sign=-1.0, train=False, raw=False):
+    if train:
+        model.train()
+    x = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), target), x)
+    out = x + sign * eps * (grad if raw else grad.sign())
+    return (out.clamp(0, 1) if clamp else out).detach()
+
+
+def _pick(candidates, index):
+    """Per example i, the image of restart index[i]."""
+    return torch.stack(candidates)[index, torch.arange(len(index))]
+
+
+def _scores(model, candidates, y, score):
+    with torch.no_grad():
+        return torch.stack([score(model(c), y) for c in candidates])
+
+
+def _by_margin(model, candidates, y):
+    return _pick(candidates, _scores(model, candidates, y, attacks.restart_score).argmax(0))
+
+
+def _misclassified_first_then_highest_ce(model, candidates, y):
+    wrong = _scores(model, candidates, y, lambda z, t: (z.argmax(1) != t).double())
+    ce = _scores(model, candidates, y, lambda z, t: F.cross_entropy(z, t, reduction="none").double())
+    return _pick(candidates, (wrong * 1e6 + ce).argmax(0))
+
+
+def _highest_ce(model, candidates, y):
+    return _pick(candidates, _scores(model, candidates, y, lambda z, t: F.cross_entropy(z, t, reduction="none"))
+                 .argmax(0))
+
+
+def _lowest_margin(model, candidates, y):
+    return _pick(candidates, _scores(model, candidates, y, attacks.restart_score).argmin(0))
+
+
 def _aux_mean(l, a, y, b):
     return F.cross_entropy(l, y) + b * torch.stack([F.cross_entropy(z, y) for z in a]).mean()
 
@@ -24,6 +62,10 @@ def _aux_mean(l, a, y, b):
 RIGHT = [
     (exercises.check_fgsm, lambda m, x, y, e: attacks.fgsm(m, x, y, e, random_start=False)),
     (exercises.check_fgsm, _fgsm),
+    (exercises.check_targeted_fgsm, lambda m, x, t, e: attacks.fgsm(m, x, t, e, targeted=True)),
+    (exercises.check_targeted_fgsm, _targeted_fgsm),
+    (exercises.check_restart_selection, _by_margin),
+    (exercises.check_restart_selection, _misclassified_first_then_highest_ce),
     (exercises.check_pgd_projection, attacks.project),
     (exercises.check_pgd_projection, lambda a, x, e: (x + (a - x).clamp(-e, e)).clamp(0, 1)),
     (exercises.check_activation_counts, activations.activation_counts),
@@ -36,11 +78,26 @@ RIGHT = [
 ]
 
 WRONG = [
-    (exercises.check_fgsm, lambda m, x, y, e: _fgsm(m, x, y, e, clamp=False), "clamp"),
+    (exercises.check_fgsm, lambda m, x, y, e: _fgsm(m, x, y, e, clamp=False), "clamp x_adv to the valid image range"),
     (exercises.check_fgsm, lambda m, x, y, e: _fgsm(m, x, y, e, sign=-1.0), "up"),
     (exercises.check_fgsm, lambda m, x, y, e: _fgsm(m, x, y, e, train=True), "eval mode"),
     (exercises.check_fgsm, lambda m, x, y, e: x, "difference"),
     (exercises.check_fgsm, lambda m, x, y, e: x[:, 0], "shape"),
+    (exercises.check_targeted_fgsm, lambda m, x, t, e: _targeted_fgsm(m, x, t, e, sign=1.0), "down"),
+    (exercises.check_targeted_fgsm, lambda m, x, t, e: _targeted_fgsm(m, x, t, e, clamp=False),
+     "clamp x_adv to the valid image range"),
+    (exercises.check_targeted_fgsm, lambda m, x, t, e: _targeted_fgsm(m, x, t, e, train=True), "eval mode"),
+    (exercises.check_targeted_fgsm, lambda m, x, t, e: _targeted_fgsm(m, x, t, e, raw=True), "raw gradient"),
+    (exercises.check_targeted_fgsm, lambda m, x, t, e: _targeted_fgsm(m, x, m(x).argmax(1), e, sign=1.0),
+     "untargeted"),
+    (exercises.check_targeted_fgsm, lambda m, x, t, e: x, "difference"),
+    (exercises.check_restart_selection, lambda m, c, y: c[0], "restart 1 of 4 for every example"),
+    (exercises.check_restart_selection, lambda m, c, y: c[-1], "restart 4 of 4 for every example"),
+    (exercises.check_restart_selection, lambda m, c, y: torch.stack(c).mean(0), "averaged"),
+    (exercises.check_restart_selection, _highest_ce, "highest cross-entropy"),
+    (exercises.check_restart_selection, _lowest_margin, "misclassified by some restart but not by your choice"),
+    (exercises.check_restart_selection, lambda m, c, y: c[0] + 0.01, "none of the restarts'"),
+    (exercises.check_restart_selection, lambda m, c, y: c[0][:, 0], "shape"),
     (exercises.check_pgd_projection, lambda a, x, e: torch.minimum(torch.maximum(a, x - e), x + e), "[0, 1]"),
     (exercises.check_pgd_projection, lambda a, x, e: a.clamp(0, 1), "ε"),
     (exercises.check_activation_counts, lambda a: (a > 0.01).sum(0), "absolute threshold"),
@@ -85,7 +142,9 @@ def test_checker_rejects_subtly_wrong_implementation(checker, fn, hint, seed, ca
     assert hint.lower() in line.lower(), line
 
 
-@pytest.mark.parametrize("checker, nargs", [(exercises.check_fgsm, 4), (exercises.check_pgd_projection, 3),
+@pytest.mark.parametrize("checker, nargs", [(exercises.check_fgsm, 4), (exercises.check_targeted_fgsm, 4),
+                                            (exercises.check_pgd_projection, 3),
+                                            (exercises.check_restart_selection, 3),
                                             (exercises.check_activation_counts, 1),
                                             (exercises.check_channel_magnitudes, 1), (exercises.check_cas_mask, 3),
                                             (exercises.check_cas_loss, 4)])
@@ -106,6 +165,8 @@ def test_checkers_leave_the_global_rng_alone(capsys):
     state = torch.get_rng_state()
     exercises.check_fgsm(lambda m, x, y, e: attacks.fgsm(m, x, y, e))
     exercises.check_cas_mask(lambda m, f, y: m(f, y))
+    exercises.check_targeted_fgsm(lambda m, x, t, e: attacks.fgsm(m, x, t, e, targeted=True))
+    exercises.check_restart_selection(_by_margin)
     assert torch.equal(state, torch.get_rng_state())
     capsys.readouterr()
 
