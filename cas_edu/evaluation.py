@@ -433,6 +433,16 @@ def _plain(value):
     return value
 
 
+def _objective_run(attack: str, by_objective: Mapping, objective: str | None) -> str:
+    """``objective``, or by default ``ce+cas`` when ``attack`` ran with it, else ``ce``; ``ValueError`` when the
+    attack did not run with it (``by_objective`` maps the objectives it ran with to their results)."""
+    objective = objective or ("ce+cas" if "ce+cas" in by_objective else "ce")
+    if objective not in by_objective:
+        raise ValueError(f"attack {attack!r} was not run with objective {objective!r}; "
+                         f"choose one of {', '.join(by_objective)}.")
+    return objective
+
+
 @dataclass
 class EvaluationReport:
     """Accuracies by attack and objective, which examples stayed correct, the per-example worst case, warnings.
@@ -534,9 +544,7 @@ class EvaluationReport:
             raise ValueError(f"attack {attack!r} is not in this report; choose one of "
                              f"{', '.join(['worst_case', *self.accuracy])}.")
         by = self.accuracy[attack]
-        objective = objective or ("ce+cas" if "ce+cas" in by else "ce")
-        if objective not in by:
-            raise ValueError(f"attack {attack!r} was not run with objective {objective!r}; choose one of {', '.join(by)}.")
+        objective = _objective_run(attack, by, objective)
         if objective in self.correct.get(attack, {}):
             return wilson_interval(self.correct[attack][objective], confidence=confidence)
         return _interval_from_fraction(by[objective], self.count(attack), confidence)
@@ -822,9 +830,7 @@ def _outcomes(report: EvaluationReport, attack: str, objective: str | None) -> t
         raise ValueError(f"attack {attack!r} has no per-example results in this report; choose one of "
                          f"{', '.join(['worst_case', *report.correct])}.")
     by = report.correct[attack]
-    objective = objective or ("ce+cas" if "ce+cas" in by else "ce")
-    if objective not in by:
-        raise ValueError(f"attack {attack!r} was not run with objective {objective!r}; choose one of {', '.join(by)}.")
+    objective = _objective_run(attack, by, objective)
     return report.examples.get(attack, torch.arange(report.n_examples)), by[objective]
 
 

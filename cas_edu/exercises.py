@@ -72,6 +72,21 @@ def _close(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float = 0.0) -> 
     return bool(torch.allclose(a.double(), b.double(), atol=atol, rtol=rtol))
 
 
+def _check_adversarial_images(result: torch.Tensor, expected: torch.Tensor, x: torch.Tensor, eps: float) -> None:
+    """Raise :class:`_NotYet` unless ``result`` is shaped like ``expected``, finite, floating point, in [0, 1]
+    and within ε of ``x`` (L∞)."""
+    _check_shape(result, expected, "x_adv")
+    _check_values(result, "x_adv")
+    if not result.is_floating_point():
+        raise _NotYet(f"x_adv has dtype {result.dtype}; images should stay floating point.")
+    if result.min() < -1e-6 or result.max() > 1 + 1e-6:
+        raise _NotYet(f"values outside [0, 1] (min {result.min():.3f}, max {result.max():.3f}): "
+                      "clamp x_adv to the valid image range.")
+    moved = (result.double() - x.double()).abs().max().item()
+    if moved > eps + 1e-5:
+        raise _NotYet(f"some pixels moved by {moved:.3f}, more than ε = {eps:.3f}.")
+
+
 def _which_mistake(result: torch.Tensor, mistakes: dict[str, torch.Tensor], atol: float, rtol: float = 0.0) -> str:
     """The hint of the first known mistake that ``result`` reproduces, else an empty string."""
     for hint, wrong in mistakes.items():
@@ -138,16 +153,7 @@ def check_fgsm(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torc
             eps = float(torch.empty(1).uniform_(0.05, 0.3, generator=generator))
             expected = attacks.fgsm(model, x, y, eps, random_start=False)
             result = _as_tensor(_run(fn, (model, x.clone(), y.clone(), eps), "FGSM"), "a tensor of adversarial images")
-            _check_shape(result, expected, "x_adv")
-            _check_values(result, "x_adv")
-            if not result.is_floating_point():
-                raise _NotYet(f"x_adv has dtype {result.dtype}; images should stay floating point.")
-            if result.min() < -1e-6 or result.max() > 1 + 1e-6:
-                raise _NotYet(f"values outside [0, 1] (min {result.min():.3f}, max {result.max():.3f}): "
-                              "clamp x_adv to the valid image range.")
-            moved = (result.double() - x.double()).abs().max().item()
-            if moved > eps + 1e-5:
-                raise _NotYet(f"some pixels moved by {moved:.3f}, more than ε = {eps:.3f}.")
+            _check_adversarial_images(result, expected, x, eps)
             if not _close(result, expected, atol=1e-5):
                 with eval_mode(model), torch.enable_grad():
                     xg = x.clone().requires_grad_(True)
@@ -193,16 +199,7 @@ def check_targeted_fgsm(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor, flo
             expected = attacks.fgsm(model, x, target, eps, random_start=False, targeted=True)
             result = _as_tensor(_run(fn, (model, x.clone(), target.clone(), eps), "targeted FGSM"),
                                 "a tensor of adversarial images")
-            _check_shape(result, expected, "x_adv")
-            _check_values(result, "x_adv")
-            if not result.is_floating_point():
-                raise _NotYet(f"x_adv has dtype {result.dtype}; images should stay floating point.")
-            if result.min() < -1e-6 or result.max() > 1 + 1e-6:
-                raise _NotYet(f"values outside [0, 1] (min {result.min():.3f}, max {result.max():.3f}): "
-                              "clamp x_adv to the valid image range.")
-            moved = (result.double() - x.double()).abs().max().item()
-            if moved > eps + 1e-5:
-                raise _NotYet(f"some pixels moved by {moved:.3f}, more than ε = {eps:.3f}.")
+            _check_adversarial_images(result, expected, x, eps)
             if not _close(result, expected, atol=1e-5):
                 with eval_mode(model), torch.enable_grad():
                     grads = {}
