@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA := $(abspath $(if $(CAS_EDU_DATA),$(CAS_EDU_DATA),$(wildcard ../shared/data)))
 
-.PHONY: setup lab test benchmarks clean sync notebook notebooks static
+.PHONY: setup lab test benchmarks clean sync notebook notebooks static links student site
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 test: $(STAMP)
-	CAS_EDU_DATA=$(DATA) CAS_EDU_PROFILE=cpu $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -q
+	CAS_EDU_DATA=$(DATA) CAS_EDU_PROFILE=cpu $(BIN)/python -m pytest tests notebooks --ignore=notebooks/student --nbval-lax --nbval-current-env -q
 
 # jupytext --sync takes the cells from the newer file of each pair (outputs stay in the .ipynb); nbconvert without
 # --execute then only trims the .ipynb metadata to the portable kernelspec + language name (JupyterLab saves more).
@@ -50,6 +50,24 @@ static: $(STAMP)
 	$(BIN)/jupyter nbconvert --config nbconvert_execute.py --to notebook --inplace --log-level=WARN \
 		--NotebookExporter.preprocessors=tools.static_figures.StaticFiguresPreprocessor notebooks/0*.ipynb
 	@ls -l notebooks/0*.ipynb | awk '{ printf "%8.0f kB  %s\n", $$5 / 1000, $$NF }'
+
+# Rewrite the Binder/Colab badges (README.md, a `launch` cell per notebook) and each notebook's Colab set-up cell
+# (tag `setup`) from [tool.cas_edu] in pyproject.toml, then update the changed .ipynb from their .py (jupytext
+# --update: inputs only, outputs kept, nothing executed). Idempotent; `--check` lists what is out of date.
+links: $(STAMP)
+	$(BIN)/python -m tools.launch_links
+
+# The student edition (notebooks/student/0N_*.ipynb, committed; the Binder and Colab badges open it): each
+# notebooks/0N_*.ipynb without its solution cells and with its exercise cells' outputs cleared (tools/student_edition.py).
+# Nothing runs. Rebuild after every change to a notebook: tests/test_editions.py fails until the two agree.
+student: $(STAMP)
+	$(BIN)/python -m tools.student_edition
+
+# The course site (site/, git-ignored; open site/index.html): the committed student notebooks as HTML pages with an
+# index and previous/next links, figures from their saved images, MathJax copied into site/mathjax/ (no CDN, no
+# network). Nothing is re-executed (tools/course_site.py).
+site: $(STAMP)
+	$(BIN)/python -m tools.course_site
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

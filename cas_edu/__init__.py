@@ -31,6 +31,7 @@ Presentation and entry points (only plots and widgets import plotly / ipywidgets
     plots        static figures from computed data (one palette); widgets: the explorers, thin controls.
     cli          ``python -m cas_edu train | evaluate | activations | notebooks``.
     course       the shipped course (package data ``cas_edu.notebooks``) and ``copy_notebooks``.
+    hosted       the notebooks on Colab: the set-up cell's ``set_up_colab``, runs on Google Drive (``runs_dir``).
     pipeline     the notebooks' runs: notebook 04's suite (configs for a profile, train or reuse, evaluate,
                  results, CAS gains) and the models notebooks 02-03 probe (``observation_configs``).
     exercises    the notebooks' exercise checkers (imports pipeline; pipeline's deprecated

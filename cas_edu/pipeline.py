@@ -389,11 +389,13 @@ def _present(reports: Mapping[str, EvaluationReport]) -> list[tuple[str, str, st
     return [(a, o, h) for a, o, h in COLUMNS if any(filled(a, o, r) for r in reports.values())]
 
 
-def results_rows(reports: Mapping[str, EvaluationReport]) -> tuple[list[str], list[list[str]]]:
+def results_rows(reports: Mapping[str, EvaluationReport], intervals: bool = False) -> tuple[list[str], list[list[str]]]:
     """Headers and rows (accuracies in %) for the comparison table; a column appears when any report has it.
 
     A model without CAS has no adaptive attack, so its main-head value fills the adaptive columns
-    (:func:`cas_edu.evaluation.attack_accuracy`).
+    (:func:`cas_edu.evaluation.attack_accuracy`). With ``intervals`` each accuracy is followed by its 95 % Wilson
+    interval in brackets, ``60.0 [50.2, 69.1]`` (:meth:`cas_edu.evaluation.EvaluationReport.interval`, over the
+    column's examples), where the report can count it; without, cells are plain numbers that ``float`` reads.
 
     Raises: nothing of its own.
     """
@@ -404,11 +406,28 @@ def results_rows(reports: Mapping[str, EvaluationReport]) -> tuple[list[str], li
         cells = [display_name(name)]
         for attack, objective, _ in present:
             value = evaluation.attack_accuracy(report, attack, objective)
-            cells.append("–" if value is None else f"{100 * value:.1f}")
+            interval = _cell_interval(report, attack, objective) if intervals and value is not None else None
+            cells.append(_percent_cell(value, interval))
         worst = worst_case(report)
-        cells.append("–" if worst is None else f"{100 * worst:.1f}")
+        cells.append(_percent_cell(worst, report.worst_case_interval if intervals else None))
         rows.append(cells)
     return headers, rows
+
+
+def _cell_interval(report: EvaluationReport, attack: str, objective: str) -> evaluation.AccuracyInterval | None:
+    """The Wilson interval of the value :func:`cas_edu.evaluation.attack_accuracy` reads (``ce`` standing in for
+    ``ce+cas`` on a model without CAS); None when the report cannot count it."""
+    by = report.accuracy.get(attack, {})
+    try:
+        return report.interval(attack, objective if objective in by else "ce")
+    except ValueError:
+        return None
+
+
+def _percent_cell(value: float | None, interval: evaluation.AccuracyInterval | None) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}" if interval is None else f"{100 * value:.1f} {interval.bounds(1)}"
 
 
 def results_counts(reports: Mapping[str, EvaluationReport]) -> list[str]:
@@ -427,15 +446,17 @@ def results_counts(reports: Mapping[str, EvaluationReport]) -> list[str]:
 
 
 def results_table(reports: Mapping[str, EvaluationReport]) -> str:
-    """The comparison as a markdown table (accuracy in %, higher is better) whose first row gives each column's
-    number of examples ``n``; masking warnings listed below it (:func:`cas_edu.tables.markdown_table`).
+    """The comparison as a markdown table (accuracy in %, higher is better, each with its 95 % Wilson interval in
+    brackets: :func:`results_rows` with ``intervals``) whose first row gives each column's number of examples
+    ``n``; masking warnings listed below it (:func:`cas_edu.tables.markdown_table`).
 
     Raises: nothing of its own.
     """
-    headers, rows = results_rows(reports)
+    headers, rows = results_rows(reports, intervals=True)
     lines = [markdown_table(headers, [results_counts(reports)] + rows)]
     lines.append("worst case: correct naturally and under every attack and objective, per example "
-                 "(on the examples every attack ran on)")
+                 "(on the examples every attack ran on); [brackets]: 95 % Wilson score interval over the column's n "
+                 "examples (cas_edu.evaluation.wilson_interval)")
     for name, report in reports.items():
         lines += [f"- {display_name(name)}: {w}" for w in report.warnings]
     return "\n".join(lines)

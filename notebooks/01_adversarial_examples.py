@@ -24,10 +24,17 @@
 # 4. see why the budget ε is measured in the **L∞ norm** and what it allows, and why attacks run the model in
 #    evaluation mode;
 # 5. watch accuracy fall as ε grows, and play with an interactive ε slider;
-# 6. write FGSM and the PGD projection yourself, with a checker that tells you whether they are right.
+# 6. write FGSM, the PGD projection, a targeted FGSM step and the choice among PGD's random restarts yourself, with
+#    a checker that tells you whether they are right.
 #
 # Everything runs on a CPU. Later notebooks use these attacks to study the paper
 # *Improving Adversarial Robustness via Channel-wise Activation Suppressing* (Bai et al., ICLR 2021).
+
+# %% [markdown] tags=["launch"]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/cas_edu/blob/main/notebooks/student/01_adversarial_examples.ipynb) [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/cas_edu/main?urlpath=lab/tree/notebooks/student/01_adversarial_examples.ipynb)
+#
+# Run it online: Colab gives a free GPU (the set-up cell before the configuration installs cas_edu
+# there), Binder JupyterLab on a CPU. Both badges open the student edition of this notebook.
 
 # %% [markdown]
 # ## The threat model
@@ -42,7 +49,7 @@
 # * **Untargeted.** The attacker wins when the prediction is *any* class but the true label $y$, so it maximises the
 #   loss of $y$. A **targeted** attacker must reach one chosen class $t \ne y$ and minimises the loss of $t$ instead:
 #   every targeted success is also an untargeted one, so the targeted goal is the harder one. The attacks in these
-#   notebooks are untargeted.
+#   notebooks are untargeted, except in Exercise 3, where you write a targeted step and measure how much harder it is.
 # * **An L∞ budget ε.** Every pixel may change by at most ε (section 3 defines the norm). L∞ is a simple stand-in for
 #   "imperceptible" — no single pixel changes much — and projecting onto it is a clip, which makes attacks cheap. It
 #   is the budget of the CAS paper (ε = 8/255 on CIFAR-10) and of the attacks it is compared with. It is not the only
@@ -51,7 +58,7 @@
 # * **ε = 0.1 on our digits is this course's choice, not a convention.** The 8×8 digits have 17 grey levels
 #   (0, 1/16, …, 1), so ε = 0.1 lets every pixel move by about 1.6 levels. The conventions of the literature belong to
 #   other datasets (8/255 for CIFAR-10, 0.3 for MNIST); we picked 0.1 as a budget at which a standard model breaks
-#   while the digits stay recognisable — judge the second part yourself in the figures below. Exercise 4 asks what a
+#   while the digits stay recognisable — judge the second part yourself in the figures below. Exercise 5 asks what a
 #   much larger budget would mean.
 #
 # **What an attack can and cannot prove.** An attack that fools the model on an image proves that this image is not
@@ -77,6 +84,23 @@
 #
 # Any other name stops the next cell with an error that names the valid ones.
 # `DEVICE = "auto"` picks a GPU when there is one and the CPU otherwise.
+
+# %% tags=["setup"]
+# Set-up for Google Colab, written by `make links`: there it installs cas_edu when it is missing, picks the
+# colab profile, turns widgets on and fetches the data this notebook needs. Anywhere else it does nothing.
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    if importlib.util.find_spec("cas_edu") is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                        "cas_edu @ git+https://github.com/OWNER/cas_edu@main"], check=True)
+        importlib.invalidate_caches()
+    from cas_edu import hosted
+
+    hosted.set_up_colab()
 
 # %%
 import os
@@ -129,8 +153,17 @@ plots.image_grid_figure({"digit": ds.test.x[:10]}, column_titles=[f"label {int(c
 # %%
 config = presets.make_config(DATASET, method="standard", epochs=EPOCHS, seed=SEED, device=DEVICE)
 model, history = training.train_or_load(config, f"runs/{PROFILE}/{DATASET}_standard", progress=True, dataset=ds)
-# TODO(lead): Wilson 95 % interval next to this accuracy (one library helper).
-print(f"natural test accuracy: {training.accuracy(model, ds.test.x, ds.test.y):.1%}")
+print(f"natural test accuracy: {evaluation.wilson_interval(evaluation.accuracy(model, ds.test.x, ds.test.y))}")
+
+# %% [markdown]
+# **Reading an accuracy.** The test images are a sample, so an accuracy measured on them is an estimate. The brackets
+# after it are a **95 % confidence interval** and `n` is the number of images behind it: the accuracies the data
+# cannot rule out. `evaluation.accuracy` returns one True/False per image and `evaluation.wilson_interval` turns them
+# into the line above, with Wilson's score interval, which behaves well for small `n` and for accuracies near 0 % or
+# 100 % (the textbook "± 1.96 standard errors" does not). Every accuracy in this course is printed that way. When two
+# models or two attacks are compared *on the same images*, the course prints the difference with a **paired**
+# interval (`evaluation.paired_interval`): it counts the images on which exactly one of the two is right, and is
+# usually narrower than the two separate intervals suggest, because both numbers share the luck of the same sample.
 
 # %% [markdown]
 # ## 3 · What is an adversarial example?
@@ -203,18 +236,26 @@ print(f"mean ‖δ‖∞ = {delta.abs().amax(dim=(1, 2, 3)).mean():.3f}, mean �
 # It starts from a random point in the cube, $x^0 = x + U(-\varepsilon, \varepsilon)$. `attacks.pgd` defaults to
 # 10 steps with α = 2.5·ε/10, so the iterates can cross the whole cube. Because PGD follows the loss surface as it
 # bends, it usually finds adversarial examples FGSM misses, and it is the standard *strong* first-order attack. The
-# next cell measures both on the same images: compare the two printed accuracies.
+# next cell measures both on the same images: compare the two printed accuracies, and read the paired line under them
+# for whether their difference is more than the luck of the sample.
 
 # %%
-# TODO(lead): Wilson 95 % interval next to each accuracy printed in this cell (one library helper).
 x_eval = ds.test.x if N_EVAL is None else ds.test.x[:N_EVAL]
 y_eval = ds.test.y if N_EVAL is None else ds.test.y[:N_EVAL]
 xe, ye = x_eval.to(device), y_eval.to(device)
 x_pgd = attacks.pgd(model, xe, ye, EPS, steps=10)
-print(f"on {len(xe)} test images at ε = {EPS}:")
-print(f"  natural accuracy {training.accuracy(model, xe, ye):.1%}")
-print(f"  FGSM accuracy    {training.accuracy(model, attacks.fgsm(model, xe, ye, EPS), ye):.1%}")
-print(f"  PGD-10 accuracy  {training.accuracy(model, x_pgd, ye):.1%}")
+natural_correct = evaluation.accuracy(model, xe, ye)           # one True/False per image
+fgsm_correct = evaluation.accuracy(model, attacks.fgsm(model, xe, ye, EPS), ye)
+pgd_correct = evaluation.accuracy(model, x_pgd, ye)
+print(f"on {len(xe)} test images at ε = {EPS} (accuracy, 95 % Wilson interval):")
+print(f"  natural accuracy {evaluation.wilson_interval(natural_correct).format(show_n=False)}")
+print(f"  FGSM accuracy    {evaluation.wilson_interval(fgsm_correct).format(show_n=False)}")
+print(f"  PGD-10 accuracy  {evaluation.wilson_interval(pgd_correct).format(show_n=False)}")
+pgd_minus_fgsm = evaluation.paired_interval(pgd_correct, fgsm_correct)   # same images, so a paired interval
+print(f"  PGD-10 − FGSM:   {pgd_minus_fgsm}")
+print("-> " + ("PGD-10 finds errors FGSM misses (the interval lies below 0)" if pgd_minus_fgsm.high < 0 else
+               "FGSM finds more errors than PGD-10 here (the interval lies above 0)" if pgd_minus_fgsm.low > 0 else
+               "no resolved difference between PGD-10 and FGSM on these images (the interval contains 0)"))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -264,10 +305,10 @@ print(f"10 training-mode passes over the PGD images (as many as PGD-10 makes) mo
 # *Natural accuracy* is measured on clean images; *robust accuracy* on adversarial ones, crafted within budget ε.
 # At ε = 0 they coincide; as ε grows the attacker gets more room and robust accuracy falls.
 # The curve below shows both attacks on the same images. Look for two things: how fast the standard model's accuracy
-# falls as ε grows, and whether PGD pushes it further down than FGSM at each ε.
+# falls as ε grows, and whether PGD pushes it further down than FGSM at each ε. The error bars are each point's 95 %
+# Wilson interval (`evaluation.robustness_curve` returns the counts behind every point, `curve["n_correct"]`).
 
 # %%
-# TODO(lead): Wilson 95 % intervals on the curve's points (error bars) from the library helper.
 EPS_GRID = [0.0, 0.05, 0.1, 0.15, 0.2] if PROFILE == "cpu" else [i / 40 for i in range(13)]
 curve = evaluation.robustness_curve(model, x_eval, y_eval, EPS_GRID, steps=10, seed=SEED)
 plots.accuracy_vs_eps_figure({"standard model": curve},
@@ -288,13 +329,19 @@ print("FGSM at ε = 0 equals natural accuracy:", curve["fgsm"][0] == curve["natu
 # Things to try: find the smallest ε that flips example 0, for FGSM and for PGD — which needs less? Look at where
 # PGD's perturbation is largest compared with the strokes of the digit.
 #
-# The widget needs a running kernel: a static view of this notebook (GitHub, nbviewer, a course site) cannot draw it.
+# The widget needs a running kernel: a static view of this notebook (GitHub, nbviewer, a course site) cannot draw
+# it, and shows instead the picture of its initial view under it.
 
 # %%
-# TODO(lead): snapshot cell (explorer.snapshot()) right after this cell; then say in the markdown above that the
-# picture under the widget is the explorer's initial view.
 explorer = widgets.EpsilonExplorer(model, ds.test.x[:50], ds.test.y[:50], ds.classes, eps=EPS, eps_max=0.3)
 explorer.widget
+
+# %% [markdown]
+# For a reader without a running kernel (GitHub, nbviewer, the course site): a static picture of the explorer's
+# initial view. Running the notebook, the explorer above is the one to use.
+
+# %%
+explorer.snapshot().show()
 
 # %% [markdown]
 # Behind the widget is a plain function, `widgets.epsilon_view`, which returns the arrays the figure shows.
@@ -369,12 +416,112 @@ def my_project(x_adv, x, eps):
 exercises.check_pgd_projection(my_project);
 
 
+# %% [markdown]
+# ### Exercise 3 · A targeted attack, and random restarts
+#
+# **(a) A targeted FGSM step.** A targeted attacker wants one chosen class $t$ (the threat model at the top), so it
+# walks *down* the loss of $t$ instead of up the loss of $y$:
+#
+# $$x' = \operatorname{clip}_{[0,1]}\big(x - \varepsilon \cdot \operatorname{sign}(\nabla_x \mathcal{L}(f(x), t))\big).$$
+#
+# Write `my_targeted_fgsm(model, x, target, eps)`. It differs from Exercise 1 in two places: the labels are the
+# targets, and the sign of the step.
+
 # %%
-# TODO(lead): exercise — targeted PGD and random restarts (attacks.pgd targeted= / restarts=) with its checker from
-# cas_edu.exercises, and its worked solution in a collapsed cell tagged "solution"; it replaces this cell.
+def my_targeted_fgsm(model, x, target, eps):
+    # your code here
+    raise NotImplementedError("write the targeted FGSM step here")
+
+
+exercises.check_targeted_fgsm(my_targeted_fgsm);
+
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Worked solution
+def my_targeted_fgsm(model, x, target, eps):
+    x = x.clone().requires_grad_(True)
+    loss = F.cross_entropy(model(x), target)
+    (grad,) = torch.autograd.grad(loss, x)
+    return (x - eps * grad.sign()).clamp(0, 1).detach()
+
+
+exercises.check_targeted_fgsm(my_targeted_fgsm);
+
 
 # %% [markdown]
-# ### Exercise 3 · The smallest ε that fools the model
+# **(b) Random restarts.** PGD starts from a random point of the ε-cube, and another start can end somewhere else: an
+# image that survives one run may fall to the next. So a stronger evaluation runs PGD several times and keeps, per
+# image, the worst case over the runs (Madry et al. 2018). Write `my_select_restart(model, candidates, y)`: given the
+# adversarial images of several restarts (a list of tensors shaped like `x`) and the true labels, return for every
+# image the version of one restart that the model misclassifies, whenever any restart's version is misclassified.
+# The choice is per image: no single restart need be the best for all of them. Hints: `torch.stack`, `.argmax`,
+# indexing with two index tensors.
+
+# %%
+def my_select_restart(model, candidates, y):
+    # your code here
+    raise NotImplementedError("choose one restart per image here")
+
+
+exercises.check_restart_selection(my_select_restart);
+
+
+# %% jupyter={"source_hidden": true} tags=["solution"]
+# Worked solution
+def my_select_restart(model, candidates, y):
+    stacked = torch.stack(candidates)                                      # (restarts, N, C, H, W)
+    with torch.no_grad():
+        fooled = torch.stack([model(c).argmax(1) != y for c in candidates])   # (restarts, N)
+    pick = fooled.int().argmax(0)   # per image, the first restart that fools the model (restart 0 if none does)
+    return stacked[pick, torch.arange(len(y))]
+
+
+exercises.check_restart_selection(my_select_restart);
+
+# %% [markdown]
+# The library does both: `attacks.pgd(..., targeted=True)` walks towards the classes you pass as labels, and
+# `attacks.pgd(..., restarts=5)` keeps the worst of five random starts per image (the first start is the one
+# `restarts=1` draws, so five restarts can only find more). The next cell measures both on section 5's images and
+# attack (PGD-10 at ε): how often a targeted PGD-10 reaches one fixed class, next to how often the untargeted one
+# fools the model on the same images, and the robust accuracy with one start and with five (drawn afresh, so the
+# one-start number may differ from section 5's by an image or two).
+
+# %%
+TARGET_CLASS = 0   # the class the targeted attack aims for (try others); images of that class are left out
+aimed = ye != TARGET_CLASS
+target = torch.full_like(ye[aimed], TARGET_CLASS)
+x_targeted = attacks.pgd(model, xe[aimed], target, EPS, steps=10, targeted=True)
+reached = evaluation.accuracy(model, x_targeted, target)   # "accuracy" against the targets = targeted success
+fooled = ~pgd_correct[aimed.cpu()]                          # untargeted PGD-10 of section 5, same images
+print(f"on the {int(aimed.sum())} images not labelled {TARGET_CLASS}, at ε = {EPS}:")
+print(f"  targeted PGD-10 reaches class {TARGET_CLASS}: {evaluation.wilson_interval(reached).format(show_n=False)}")
+print(f"  untargeted PGD-10 fools the model: {evaluation.wilson_interval(fooled).format(show_n=False)}")
+targeted_minus_untargeted = evaluation.paired_interval(reached, fooled)
+print(f"  targeted − untargeted success: {targeted_minus_untargeted}")
+print("-> " + ("reaching one chosen class is harder than reaching any wrong class (the interval lies below 0)"
+               if targeted_minus_untargeted.high < 0 else
+               "no resolved difference between the targeted and the untargeted success here"))
+
+
+def pgd10(restarts):
+    return lambda m, xb, yb: attacks.pgd(m, xb, yb, EPS, steps=10, restarts=restarts)
+
+
+# the same seed and one batch for all images: five restarts begin with the start of the single one
+one_start = evaluation.accuracy(model, xe, ye, pgd10(1), seed=SEED, batch_size=len(ye))
+five_starts = evaluation.accuracy(model, xe, ye, pgd10(5), seed=SEED, batch_size=len(ye))
+print(f"robust accuracy on all {len(ye)} images under PGD-10 from 1 start: "
+      f"{evaluation.wilson_interval(one_start).format(show_n=False)}, from 5: "
+      f"{evaluation.wilson_interval(five_starts).format(show_n=False)}")
+restart_gain = evaluation.paired_interval(five_starts, one_start)
+print(f"  5 starts − 1 start: {restart_gain}")
+print("-> " + ("the restarts break images a single start left standing (the interval lies below 0)"
+               if restart_gain.high < 0 else
+               "no resolved difference: on these images one start of PGD-10 already finds about as much as five"))
+
+
+# %% [markdown]
+# ### Exercise 4 · The smallest ε that fools the model
 #
 # With the widget, find for examples 0–4 the smallest ε (to 0.01) at which FGSM flips the prediction, and the same for
 # PGD-10. Is PGD's threshold ever larger than FGSM's? Why can FGSM *fail* at a large ε after succeeding at a smaller one?
@@ -402,7 +549,7 @@ print(f"PGD-10 needed a larger ε than FGSM on {larger} of {len(thresholds)} exa
 # model still classifies correctly: FGSM's success need not be monotone in ε.
 
 # %% [markdown]
-# ### Exercise 4 · Think about the budget
+# ### Exercise 5 · Think about the budget
 #
 # ε = 0.1 fools the standard model on many digits. Would ε = 0.5 be a fair test of robustness? What could an attacker
 # do to a digit with a budget of 0.5 per pixel? (Answer in the collapsed cell below.)

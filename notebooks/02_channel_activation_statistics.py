@@ -28,6 +28,12 @@
 # honestly what our data shows — including where it differs from the paper. On the way we measure why notebook 01's
 # small CNN is the wrong place to look for observation 2.
 
+# %% [markdown] tags=["launch"]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/cas_edu/blob/main/notebooks/student/02_channel_activation_statistics.ipynb) [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/cas_edu/main?urlpath=lab/tree/notebooks/student/02_channel_activation_statistics.ipynb)
+#
+# Run it online: Colab gives a free GPU (the set-up cell before the configuration installs cas_edu
+# there), Binder JupyterLab on a CPU. Both badges open the student edition of this notebook.
+
 # %% [markdown]
 # ## Configuration
 #
@@ -47,6 +53,23 @@
 #   GPU-hours, more than a free Colab session gives).
 #
 # Any other profile name stops the next cell with an error that names the valid ones.
+
+# %% tags=["setup"]
+# Set-up for Google Colab, written by `make links`: there it installs cas_edu when it is missing, picks the
+# colab profile, turns widgets on and fetches the data this notebook needs. Anywhere else it does nothing.
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    if importlib.util.find_spec("cas_edu") is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                        "cas_edu @ git+https://github.com/OWNER/cas_edu@main"], check=True)
+        importlib.invalidate_caches()
+    from cas_edu import hosted
+
+    hosted.set_up_colab()
 
 # %%
 import os
@@ -111,26 +134,28 @@ models = {}
 for label, name in RUNS.items():
     models[label], _ = training.train_or_load(CONFIGS[name], run_dirs[label], progress=True, dataset=ds)
     models[label].eval()
-# TODO(lead): Wilson 95 % interval next to each accuracy printed here (one library helper).
-for label, model in models.items():
-    print(f"{label}: natural test accuracy {training.accuracy(model, x_eval, y_eval):.1%}")
+natural = {label: evaluation.accuracy(model, x_eval, y_eval) for label, model in models.items()}  # per image
+for label, correct in natural.items():
+    print(f"{label}: natural test accuracy {evaluation.wilson_interval(correct)}")
+print(f"AT − STD on the same images: {evaluation.paired_interval(natural['AT'], natural['STD'])}")
 
 # %% [markdown]
 # Before looking inside, check that the two models really differ in robustness: accuracy under PGD-10 as ε grows
 # (notebook 01 explains the curve). If adversarial training worked, the AT curve lies well above the STD curve around
-# its training budget ε, perhaps at some cost in natural accuracy (the previous cell). The lines printed above the
-# figure compare the two models at ε on the same images, with a paired 95 % interval, and say whether the difference
-# is resolved.
+# its training budget ε, perhaps at some cost in natural accuracy (the previous cell: each accuracy with its 95 %
+# Wilson interval, and their difference with a paired one, as in notebook 01). The lines printed above the figure
+# compare the two models at ε on the same images in the same way, and say whether the difference is resolved; the
+# error bars are each point's Wilson interval.
 
 # %%
 eps_grid = [0.0, EPS / 2, EPS, 2 * EPS]
 curves = {label: evaluation.robustness_curve(m, x_eval, y_eval, eps_grid, attacks=("pgd",), steps=10, seed=SEED)
           for label, m in models.items()}
-# TODO(lead): Wilson 95 % intervals on the accuracies printed here and on the curves' points.
 robust = {label: evaluation.accuracy(m, x_eval, y_eval, "pgd", eps=EPS, steps=10, seed=SEED) for label, m in models.items()}
 at_minus_std = evaluation.paired_interval(robust["AT"], robust["STD"])   # both models attacked on the same images
 print(f"PGD-10 at ε = {EPS:.3g} on the same {len(x_eval)} images: "
-      + ", ".join(f"{label} {correct.float().mean():.1%}" for label, correct in robust.items())
+      + ", ".join(f"{label} {evaluation.wilson_interval(correct).format(show_n=False)}"
+                  for label, correct in robust.items())
       + f"; AT − STD {at_minus_std}")
 print("-> " + ("AT is clearly more robust than STD at its training budget (the interval lies above 0)"
                if at_minus_std.low > 0 else
@@ -412,8 +437,14 @@ print("  Paper: AT keeps observation 2. Here, at the paper's 1 %: AT "
 #   but it is then a different quantity from the paper's (section 2 measured the same for notebook 01's small CNN).
 
 # %%
-# TODO(lead): snapshot cell (explorer.snapshot()) right after this cell, so a static view shows the initial view.
 explorer.widget
+
+# %% [markdown]
+# For a reader without a running kernel (GitHub, nbviewer, the course site): a static picture of the explorer's
+# initial view. Running the notebook, the explorer above is the one to use.
+
+# %%
+explorer.snapshot().show()
 
 # %% [markdown]
 # The widget's callback is the plain function `widgets.activation_view`; it returns the curves it draws:

@@ -32,6 +32,12 @@
 #    masks gradients on purpose, then on AT+CAS, attacked several ways — including through its argmax mask;
 # 6. finish with exercises; your code is checked against the library.
 
+# %% [markdown] tags=["launch"]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/cas_edu/blob/main/notebooks/student/03_cas_module.ipynb) [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/cas_edu/main?urlpath=lab/tree/notebooks/student/03_cas_module.ipynb)
+#
+# Run it online: Colab gives a free GPU (the set-up cell before the configuration installs cas_edu
+# there), Binder JupyterLab on a CPU. Both badges open the student edition of this notebook.
+
 # %% [markdown]
 # ## Configuration
 #
@@ -49,6 +55,23 @@
 # * **`colab`**: the `cpu` settings and runs, on a hosted notebook.
 #
 # Any other profile name stops the next cell with an error that names the valid ones.
+
+# %% tags=["setup"]
+# Set-up for Google Colab, written by `make links`: there it installs cas_edu when it is missing, picks the
+# colab profile, turns widgets on and fetches the data this notebook needs. Anywhere else it does nothing.
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    if importlib.util.find_spec("cas_edu") is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                        "cas_edu @ git+https://github.com/OWNER/cas_edu@main"], check=True)
+        importlib.invalidate_caches()
+    from cas_edu import hosted
+
+    hosted.set_up_colab()
 
 # %%
 import os
@@ -230,17 +253,21 @@ cas_model, cas_history = training.train_or_load(config_cas, run_dirs["AT+CAS"], 
 # $W_y$ and soon learn to read $y$ off them, whatever the attack did to the image. So for a CAS model the training
 # accuracy says nothing about robustness. The validation curves are measured in evaluation mode (masks from the
 # auxiliary predictions, the adaptive PGD-10) and are the ones to compare; the lines under the figure put the two side
-# by side.
+# by side, each validation accuracy with its 95 % Wilson interval over the validation images (notebook 01). The
+# training accuracy gets none: it averages over an epoch in which the model kept changing, so it estimates nothing
+# about one model.
 
 # %%
 plots.training_curves_figure({"AT": at_history, "AT+CAS": cas_history},
                              title=f"PGD adversarial training with and without CAS ({ds.name}, {MODEL})").show()
-for label, history in {"AT": at_history, "AT+CAS": cas_history}.items():
+for (label, history), config in zip({"AT": at_history, "AT+CAS": cas_history}.items(), (config_at, config_cas)):
     later = history[1:] or history   # from the second epoch on
     train = [record["train_accuracy"] for record in later]
+    n_val = min(config.val_examples, len(ds.val))   # the validation images behind each validation accuracy
+    natural_ci, robust_ci = (evaluation.wilson_interval(round(history[-1][key] * n_val), n_val).format(show_n=False)
+                             for key in ("val_natural_accuracy", "val_robust_accuracy"))
     print(f"{label}: training accuracy from epoch {later[0]['epoch']} on between {min(train):.1%} and {max(train):.1%}; "
-          f"last epoch on the validation split: natural {history[-1]['val_natural_accuracy']:.1%}, "
-          f"PGD-10 {history[-1]['val_robust_accuracy']:.1%}")
+          f"last epoch on {n_val} validation images: natural {natural_ci}, PGD-10 {robust_ci}")
 
 # %% [markdown]
 # ## 3 · Does CAS reduce the channels adversarial examples wake?
@@ -407,16 +434,25 @@ print(f"the auxiliary head picks the class's own mask for {view['right_mask_natu
 
 # %%
 explorer = widgets.ChannelExplorer(data_cas, ds.classes, class_id=CLASS_ID, eps=EPS)
-# TODO(lead): snapshot cell (explorer.snapshot()) right after this cell, so a static view shows the initial view.
 explorer.widget
+
+# %% [markdown]
+# For a reader without a running kernel (GitHub, nbviewer, the course site): a static picture of the explorer's
+# initial view. Running the notebook, the explorer above is the one to use.
+
+# %%
+explorer.snapshot().show()
 
 # %%
 print(f"class {CLASS_ID} as ε grows (pre-mask change = Σ|adv − nat| / Σ nat):")
-print(f"{'ε':>6} {'accuracy':>9} {'right mask':>11} {'pre-mask change':>16} {'adv. share on suppressed':>25}")
+print(f"{'ε':>6} {'accuracy [95 % CI]':>19} {'right mask':>11} {'pre-mask change':>16} "
+      f"{'adv. share on suppressed':>25}")
 for eps in EPS_GRID:
     v = widgets.channel_view(data_cas, CLASS_ID, eps)
-    print(f"{eps:>6.3g} {v['accuracy_adversarial']:>9.0%} {v['right_mask_adversarial']:>11.0%} "
+    accuracy = evaluation.wilson_interval(round(v["accuracy_adversarial"] * v["n_examples"]), v["n_examples"])
+    print(f"{eps:>6.3g} {accuracy.format(0, show_n=False):>19} {v['right_mask_adversarial']:>11.0%} "
           f"{v['pre_mask_change']:>16.2f} {v['suppressed_share_adversarial']:>25.0%}")
+print(f"({v['n_examples']} test images of class {CLASS_ID})")
 
 # %% [markdown]
 # ## 5 · The evaluation lesson: is CAS really robust?
@@ -459,10 +495,11 @@ with gradient_masking.bpda(toy):   # same PGD-20, same random starts; only the b
     toy_bpda = evaluation.accuracy(toy, x_toy, y_toy, "pgd20", eps=TOY_EPS,
                                    seed=evaluation.attack_seed(SEED, "pgd20", "ce"))
 toy_acc = toy_report.accuracy
-# TODO(lead): Wilson 95 % intervals next to the accuracies printed here (one library helper).
+toy_ci = {attack: toy_report.interval(attack).format(0, show_n=False) for attack in toy_acc}   # 95 % Wilson
+toy_ci["bpda"] = evaluation.wilson_interval(toy_bpda).format(0, show_n=False)
 toy_gap = evaluation.paired_interval(toy_bpda, toy_report.correct["pgd20"]["ce"])
-print(f"toy at ε = {TOY_EPS}: natural {toy_acc['natural']['ce']:.0%}, PGD-20 {toy_acc['pgd20']['ce']:.0%}, "
-      f"Square {toy_acc['square']['ce']:.0%}, PGD-20 through BPDA {toy_bpda.float().mean():.0%}")
+print(f"toy at ε = {TOY_EPS} on {N_TOY} digits: natural {toy_ci['natural']}, PGD-20 {toy_ci['pgd20']}, "
+      f"Square {toy_ci['square']}, PGD-20 through BPDA {toy_ci['bpda']}")
 print("1. masking check: " + ("fired — Square found errors that PGD-20 missed" if toy_report.warnings
                               else "silent — Square found nothing PGD-20 missed"))
 print(f"2. BPDA − plain PGD-20 on the same images and starts: {toy_gap}")
@@ -522,17 +559,28 @@ plots.robustness_comparison_figure(reports, title=f"Accuracy of AT and AT+CAS un
 # case over every attack (computed on the images every attack ran on), then AT+CAS against AT on the same images.
 
 # %%
-# TODO(lead): Wilson 95 % intervals next to the accuracies printed here (one library helper).
-acc = reports["AT+CAS"].accuracy
-main, adaptive = acc["pgd20"]["ce"], acc["pgd20"]["ce+cas"]
-worst = pipeline.worst_case(reports["AT+CAS"])
-strong = ", ".join(f"{evaluation.LABELS[a]} {acc[a][o]:.0%}" for a in EVAL_ATTACKS if a in evaluation.COSTLY
+cas_report = reports["AT+CAS"]
+acc = cas_report.accuracy
+
+
+def cas_ci(attack, objective=None):
+    """AT+CAS's accuracy under one attack with its 95 % Wilson interval: 'accuracy % [low, high]'."""
+    return cas_report.interval(attack, objective).format(0, show_n=False)
+
+
+strong = ", ".join(f"{evaluation.LABELS[a]} {cas_ci(a, o)}" for a in EVAL_ATTACKS if a in evaluation.COSTLY
                    for o in acc[a])
-print(f"AT+CAS: main-head PGD-20 {main:.0%}, adaptive PGD-20 {adaptive:.0%}; {strong} "
-      f"(on {reports['AT+CAS'].count('square')} images).")
-print(f"The main-head PGD-20 reports {abs(100 * (main - adaptive)):.0f} points "
-      f"{'more' if main > adaptive else 'less'} than the adaptive one; the per-example worst case is {worst:.0%} "
-      f"on {reports['AT+CAS'].worst_case_n} images.")
+print(f"AT+CAS: main-head PGD-20 {cas_ci('pgd20', 'ce')}, adaptive PGD-20 {cas_ci('pgd20', 'ce+cas')} "
+      f"(on {cas_report.count('pgd20')} images); {strong} (on {cas_report.count('square')} images).")
+main_minus_adaptive = evaluation.paired_interval(cas_report.correct["pgd20"]["ce"],
+                                                 cas_report.correct["pgd20"]["ce+cas"])
+print(f"main-head − adaptive PGD-20 on the same images: {main_minus_adaptive}")
+print("-> " + ("the main-head attack overstates AT+CAS's robustness (the interval lies above 0)"
+               if main_minus_adaptive.low > 0 else
+               "the main-head attack finds more errors than the adaptive one (the interval lies below 0)"
+               if main_minus_adaptive.high < 0 else
+               "no resolved difference between the main-head and the adaptive PGD-20 (the interval contains 0)"))
+print(f"the per-example worst case over every attack: {cas_report.worst_case_interval}")
 gain = evaluation.paired_difference(reports["AT+CAS"], reports["AT"])   # worst case, on the images both ran on
 print(f"AT+CAS − AT, per-example worst case on the same images: {gain}")
 print("-> " + ("AT+CAS is more robust than AT here (the interval lies above 0)" if gain.low > 0 else
@@ -561,8 +609,8 @@ print("-> " + ("AT+CAS is more robust than AT here (the interval lies above 0)" 
 for name, report in reports.items():
     print(f"{name}: " + ("; ".join(report.warnings) if report.warnings else "no masking warning"))
 big = evaluation.evaluate(cas_model, x_eval, y_eval, 0.5, attacks=("pgd20",))
-print(f"AT+CAS under main-head and adaptive PGD-20 at ε = 0.5: {big.accuracy['pgd20']['ce']:.0%} and "
-      f"{big.accuracy['pgd20']['ce+cas']:.0%} accuracy")
+print(f"AT+CAS under main-head and adaptive PGD-20 at ε = 0.5: {big.interval('pgd20', 'ce').format(0, show_n=False)} "
+      f"and {big.interval('pgd20', 'ce+cas').format(0, show_n=False)} accuracy (n = {big.count('pgd20')})")
 
 # %% [markdown]
 # ### 5.3 · The toy's checks on AT+CAS, and the straight-through attack
@@ -584,22 +632,22 @@ print(f"AT+CAS under main-head and adaptive PGD-20 at ε = 0.5: {big.accuracy['p
 with cas.straight_through(cas_model):   # same adaptive PGD-20, same random starts; only the backward pass differs
     st_correct = evaluation.accuracy(cas_model, x_eval, y_eval, "pgd20", eps=EPS, objective="ce+cas",
                                      seed=evaluation.attack_seed(SEED, "pgd20", "ce+cas"))
-cas_report = reports["AT+CAS"]
-# TODO(lead): Wilson 95 % intervals next to the accuracies in this table (one library helper).
 st_gap = evaluation.paired_interval(st_correct, cas_report.correct["pgd20"]["ce+cas"])
 examples, survived_all = cas_report.worst_case_correct()   # the images every attack ran on
-worst_with_st = (survived_all & st_correct[examples]).float().mean().item()
+worst_with_st = evaluation.wilson_interval(survived_all & st_correct[examples])
 
-rows = [["natural", f"{toy_acc['natural']['ce']:.0%}", f"{acc['natural']['ce']:.0%}"],
-        ["white-box PGD-20 (plain gradients; adaptive objective for AT+CAS)", f"{toy_acc['pgd20']['ce']:.0%}",
-         f"{adaptive:.0%}"],
-        ["Square, no gradients", f"{toy_acc['square']['ce']:.0%}",
-         f"{acc['square']['ce']:.0%} (on {cas_report.count('square')} images)" if "square" in acc else "not run"],
-        ["PGD-20 through the step (BPDA / straight-through)", f"{toy_bpda.float().mean():.0%}",
-         f"{st_correct.float().mean():.0%}"],
+rows = [["natural", toy_ci["natural"], cas_ci("natural")],
+        ["white-box PGD-20 (plain gradients; adaptive objective for AT+CAS)", toy_ci["pgd20"],
+         cas_ci("pgd20", "ce+cas")],
+        ["Square, no gradients", toy_ci["square"],
+         f"{cas_ci('square')} (on {cas_report.count('square')} images)" if "square" in acc else "not run"],
+        ["PGD-20 through the step (BPDA / straight-through)", toy_ci["bpda"],
+         evaluation.wilson_interval(st_correct).format(0, show_n=False)],
         ["masking warning", "fired" if toy_report.warnings else "silent",
          "fired" if cas_report.warnings else "silent"]]
-display(Markdown(tables.markdown_table(["check", f"toy (quantiser, ε = {TOY_EPS})", f"AT+CAS (ε = {EPS:.3g})"], rows)))
+display(Markdown(tables.markdown_table(["check", f"toy (quantiser, ε = {TOY_EPS}, {N_TOY} images)",
+                                        f"AT+CAS (ε = {EPS:.3g}, {len(x_eval)} images)"], rows)))
+print("accuracies with their 95 % Wilson intervals in brackets")
 print(f"AT+CAS: straight-through − adaptive PGD-20 on the same images and starts: {st_gap}")
 print("-> " + ("the straight-through attack finds errors the adaptive one misses (the interval lies below 0): the "
                "argmax mask was hiding gradients; quote the lower number" if st_gap.high < 0 else
@@ -607,8 +655,8 @@ print("-> " + ("the straight-through attack finds errors the adaptive one misses
                "stand-in for the hard one on these images; keep the adaptive number" if st_gap.low > 0 else
                "no resolved difference: with PGD-20's budget the argmax mask does not measurably hide gradients "
                "here (the gpu profile's PGD-100 × 5 is the stronger test)"))
-print(f"AT+CAS per-example worst case with the straight-through PGD-20 added: {worst_with_st:.0%} on {len(examples)} "
-      f"images (without it: {worst:.0%})")
+print(f"AT+CAS per-example worst case with the straight-through PGD-20 added: {worst_with_st.format(0)} "
+      f"(without it: {cas_report.worst_case_interval.format(0)})")
 with torch.no_grad(), models.eval_mode(cas_model):
     aux_logits = cas_model.forward_details(x_eval[:N_COSTLY].to(device)).aux_logits
 print("mean top probability of each auxiliary head on natural test images: "
@@ -621,11 +669,12 @@ print("mean top probability of each auxiliary head on natural test images: "
 # drives accuracy to about zero, and the straight-through attack finds no more than the adaptive PGD-20, then the
 # gradients are useful and the worst case is the number to quote — on the cpu profile with the caveat that
 # AutoAttack and the registry's PGD-100 × 5 straight-through attack did not run. If any check fails, quote the lowest
-# number and say which attack found it. That the main-head PGD-20 reports more than the adaptive one is expected (it
-# cannot steer the masks), and it is why a CAS model must never be evaluated with the main-head attack alone. The
-# paired line of section 5.2 compares AT+CAS with AT on the same images; its interval covers the choice of test
-# images, **not** the training run: each model here is one training seed, and a second seed may move a short
-# digits run by more than that (not measured here). The paper's gains are reported for ResNet-18 on CIFAR-10,
+# number and say which attack found it. That the main-head PGD-20 can report more than the adaptive one (section
+# 5.2's first paired line says whether it does here) is expected — it cannot steer the masks — and it is why a CAS
+# model must never be evaluated with the main-head attack alone. The last paired line of section 5.2 compares AT+CAS
+# with AT on the same images; like every interval here it covers the choice of test images, **not** the training
+# run: each model here is one training seed, and a second seed may move a short digits run by more than that (not
+# measured here). The paper's gains are reported for ResNet-18 on CIFAR-10,
 # measured with the official (adaptive) attacks only; notebook 04 compares AT, TRADES and MART with and without CAS.
 
 # %% [markdown]
@@ -710,9 +759,11 @@ for k in range(len(ds.classes)):
 # argmax mask; ask for the adaptive `ce+cas` number. (2) *Did a gradient-free attack agree?* Ask for Square or
 # AutoAttack (with enough queries and examples) — and, for CAS, an attack through the mask (the straight-through
 # PGD of section 5.3). The number to quote is the **worst case** over all attacks (`pipeline.worst_case(report)`),
-# on how many images, with its 95 % interval: on a hundred or so test images the interval is several points wide
-# (`evaluation.paired_difference` puts an interval on a difference between two models).
-# <!-- TODO(lead): point this answer at the library's Wilson interval helper for a single accuracy. -->
+# on how many images, with its 95 % interval: `report.worst_case_interval`, or `evaluation.wilson_interval(correct)`
+# for any accuracy from its per-example results (the report's table prints one next to every accuracy). On a hundred
+# test images that interval is about 5 points wide near 100 % and about 20 points wide near 50 %
+# (`evaluation.wilson_interval(99, 100)` and `(50, 100)`); `evaluation.paired_difference` puts an interval on a
+# difference between two models evaluated on the same images.
 
 # %% [markdown]
 # ## References

@@ -40,6 +40,31 @@
 #
 # Any other profile name stops the next cell with an error that names the valid ones.
 
+# %% [markdown] tags=["launch"]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/cas_edu/blob/main/notebooks/student/04_gpu_adversarial_training.ipynb) [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/cas_edu/main?urlpath=lab/tree/notebooks/student/04_gpu_adversarial_training.ipynb)
+#
+# Run it online: Colab gives a free GPU (the set-up cell before the configuration installs cas_edu
+# there), Binder JupyterLab on a CPU. Both badges open the student edition of this notebook.
+
+# %% tags=["setup"]
+# Set-up for Google Colab, written by `make links`: there it installs cas_edu when it is missing, picks the
+# colab profile, turns widgets on and fetches the data this notebook needs. Anywhere else it does nothing.
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    if importlib.util.find_spec("cas_edu") is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                        "cas_edu @ git+https://github.com/OWNER/cas_edu@main"], check=True)
+        importlib.invalidate_caches()
+    from cas_edu import hosted
+
+    # To keep the runs on Google Drive, so that a new session resumes an interrupted training, uncomment:
+    # from google.colab import drive; drive.mount("/content/drive")
+    hosted.set_up_colab(datasets=("cifar10",))
+
 # %%
 import os
 
@@ -55,7 +80,7 @@ SEED = 0
 RUNS_DIR = "runs"           # runs land in RUNS_DIR/<profile>/<method>[+cas]
 
 # %%
-from cas_edu import data, exercises, pipeline, plots, presets, runtime
+from cas_edu import data, evaluation, exercises, pipeline, plots, presets, runtime
 
 profile = presets.get_profile(PROFILE)
 device = runtime.resolve_device(DEVICE)
@@ -148,16 +173,20 @@ print(suite.summary())
 # KL term), so compare accuracies rather than losses across methods. The training accuracy of a CAS run can sit near
 # 100 % from early on: it is measured in training mode, where every CAS mask is the *true* label's weight row, and the
 # layers after the mask learn to read the label off it (notebook 03, section 2). It says nothing about robustness;
-# compare the validation curves, measured in evaluation mode. The lines under the figure put the two side by side.
+# compare the validation curves, measured in evaluation mode. The lines under the figure put the two side by side,
+# the validation accuracy with its 95 % Wilson interval over the validation images (the training accuracy, an average
+# over an epoch of a changing model, gets none).
 
 # %%
 histories = {pipeline.display_name(name): history for name, history in suite.histories.items()}
 plots.training_curves_figure(histories, title=f"Training curves, {profile.name} profile ({ds.name}, {configs['pgd_at'].model})").show()
-for label, history in histories.items():
+for name, history in suite.histories.items():
     later = history[1:] or history   # from the second epoch on
     train = [record["train_accuracy"] for record in later]
-    print(f"{label:>10}: training accuracy from epoch {later[0]['epoch']} on between {min(train):.1%} and "
-          f"{max(train):.1%}; last epoch, validation PGD-10 {history[-1]['val_robust_accuracy']:.1%}")
+    n_val = min(suite.configs[name].val_examples, len(ds.val))   # the validation images behind the last number
+    robust = evaluation.wilson_interval(round(history[-1]["val_robust_accuracy"] * n_val), n_val)
+    print(f"{pipeline.display_name(name):>10}: training accuracy from epoch {later[0]['epoch']} on between "
+          f"{min(train):.1%} and {max(train):.1%}; last epoch, validation PGD-10 {robust}")
 
 # %% [markdown]
 # ## 4 · Evaluate them all the same way
@@ -174,10 +203,10 @@ for label, history in histories.items():
 # every attack — the per-example worst case, the number to quote. (Taking the lowest column instead would
 # overstate robustness: two attacks can break different images.) On the `cpu` profile the budget is
 # reduced — 200 test images (one image = half a point), the costly attacks on a class-balanced 100 of them,
-# 500 Square queries instead of 5,000; the first row of the table gives the count of every column.
+# 500 Square queries instead of 5,000; the first row of the table gives the count of every column, and every accuracy
+# comes with its 95 % Wilson interval in brackets, over that column's images (notebook 01).
 
 # %%
-# TODO(lead): Wilson 95 % intervals next to the accuracies of this table, if pipeline.results_table does not print them.
 eps = configs["pgd_at"].eps
 reports = pipeline.evaluate_suite(suite, ds, eps, device=DEVICE, seed=SEED, progress=True)
 print(f"accuracy in % of best.pt, L∞ ε = {eps:.4g}; Square with {profile.square_queries} queries")
@@ -189,22 +218,22 @@ plots.robustness_comparison_figure({pipeline.display_name(k): r for k, r in repo
                                          f"{next(iter(reports.values())).n_examples} test images)").show()
 
 # %%
-gains = pipeline.cas_gains(reports)
-main_gains = pipeline.cas_gains(reports, "PGD-20 main head")
 intervals = pipeline.cas_gain_intervals(reports)  # paired: both models saw the same images
-for method in gains:
-    change = intervals[method]
+main_head = {pipeline.display_name(name): evaluation.paired_difference(reports[f"{name}+cas"], reports[name], "pgd20",
+                                                                       objective="ce")
+             for name in reports if not name.endswith("+cas") and f"{name}+cas" in reports}
+for method, change in intervals.items():
     verdict = ("CAS helps here" if change.low > 0 else "CAS hurts here" if change.high < 0
                else "no resolved difference")
-    print(f"{method:>7}: CAS changes main-head PGD-20 by {main_gains[method]:+.1f} points; "
-          f"the worst case by {change} -> {verdict}")
+    print(f"{method:>7}: CAS changes main-head PGD-20 by {main_head[method]}")
+    print(f"{'':>7}  and the worst case by {change} -> {verdict}")
 for name, report in reports.items():
     for warning in report.warnings:
         print(f"{pipeline.display_name(name)}: {warning}")
 
 
 # %% [markdown]
-# **How to read these lines.** Each worst-case change comes with a paired 95 % interval: both models were
+# **How to read these lines.** Each change comes with a paired 95 % interval: both models were
 # evaluated on the same images, so the interval counts the images on which exactly one of the two is right.
 # An interval that contains 0 means the data cannot tell whether CAS helps on this problem — say exactly that,
 # not "CAS adds x points". Then compare the main-head change with the worst-case change: where the main head
@@ -265,11 +294,14 @@ exercises.check_cas_gains(my_cas_gains, reports);
 # numbers for CAS?
 
 # %% jupyter={"source_hidden": true} tags=["solution"]
-# Solution: the main-head PGD-20 minus the worst case, both on the images every attack ran on.
+# Solution: the main-head PGD-20 minus the worst case, both on the images every attack ran on (a paired interval:
+# the same images, and every image the worst case keeps also survives the main-head attack).
 for name, report in reports.items():
-    main_head, worst_case = report.common_accuracy()["pgd20"]["ce"], pipeline.worst_case(report)
-    print(f"{pipeline.display_name(name):>10}: main-head PGD-20 {main_head:.1%}, worst case {worst_case:.1%}, "
-          f"gap {100 * (main_head - worst_case):+.1f} points on {report.worst_case_n} images")
+    examples, survived = report.worst_case_correct()
+    main_head = report.correct["pgd20"]["ce"][examples]   # PGD-20 ran on every test image
+    main_ci, worst_ci = evaluation.wilson_interval(main_head).format(show_n=False), evaluation.wilson_interval(survived)
+    print(f"{pipeline.display_name(name):>10}: main-head PGD-20 {main_ci}, worst case {worst_ci}, "
+          f"gap {evaluation.paired_interval(main_head, survived)}")
 
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
 # **Solution.** Without CAS the main-head PGD-20 is the model's own white-box attack; the gap to the worst case is
@@ -285,13 +317,17 @@ for name, report in reports.items():
 # the changes are larger than the sampling noise — what do the intervals printed in section 4 say?
 
 # %% [markdown] jupyter={"source_hidden": true} tags=["solution"]
-# **Solution.** Measure it: save `pipeline.results_table(reports)` and `pipeline.cas_gain_intervals(reports)` before
-# and after, and compare. A change in one model's accuracy counts only when it is larger than the two runs' intervals
-# allow; a change in a CAS gain only when the paired intervals before and after do not overlap. The width of an
+# **Solution.** Measure it: keep the reports of the 6-epoch runs (`before = reports`) and re-run with 12 epochs. Both
+# evaluations use the same test images and attack seeds, so a model's change is a paired comparison:
+# `evaluation.paired_difference(reports["pgd_at"], before["pgd_at"])` gives the change of AT's worst case with its
+# 95 % interval (pass an attack, e.g. `"natural"`, for another column), and it counts only when that interval
+# excludes 0. A single accuracy's interval is `report.interval(attack)` or `report.worst_case_interval` — what the
+# table prints in brackets — and `evaluation.wilson_interval(correct)` for any per-example results. The width of an
 # interval depends on how many images it rests on — the worst case here rests on the costly attacks' subset (the
-# table's first row gives the count) — so read it off the printed intervals rather than guessing a "± points". And
-# remember that a second training seed would move the numbers too: the intervals do not cover that.
-# <!-- TODO(lead): point this answer at the library's Wilson interval helper for a single accuracy. -->
+# table's first row gives the count) — so read it off the printed intervals rather than guessing a "± points". A
+# change in a CAS gain is harder to call: compare `pipeline.cas_gain_intervals` before and after, and only
+# intervals that do not overlap mark a clear change. And remember that a second training seed would move the numbers
+# too: the intervals do not cover that.
 
 # %% [markdown]
 # ## 7 · What this course showed

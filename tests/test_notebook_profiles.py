@@ -22,7 +22,8 @@ def config_cell(notebook: Path, profile: str | None, monkeypatch) -> dict:
         monkeypatch.delenv("CAS_EDU_PROFILE", raising=False)
     else:
         monkeypatch.setenv("CAS_EDU_PROFILE", profile)
-    cells = [c for c in jupytext.read(notebook).cells if c.cell_type == "code"]
+    cells = [c for c in jupytext.read(notebook).cells
+             if c.cell_type == "code" and "setup" not in c.metadata.get("tags", [])]  # skip the Colab set-up cell
     namespace: dict = {}
     exec(compile(cells[0].source, f"{notebook.name}[config]", "exec"), namespace)
     return namespace

@@ -240,7 +240,7 @@ def test_profiles_live_in_presets_and_the_checker_in_exercises():
 def test_results_table_is_the_markdown_table_of_its_rows(reports):
     from cas_edu.tables import markdown_table
 
-    headers, rows = pipeline.results_rows(reports)
+    headers, rows = pipeline.results_rows(reports, intervals=True)
     table = pipeline.results_table(reports)
     assert table.startswith(markdown_table(headers, [pipeline.results_counts(reports)] + rows) + "\n")
 
@@ -286,3 +286,68 @@ def test_observation_suite_trains_then_reuses_its_runs(tmp_path, monkeypatch):
     assert suite.models["pgd_at+cas"].has_cas and not suite.models["pgd_at"].has_cas
     again = pipeline.observation_suite("cpu", tmp_path, dataset=small, progress=False)
     assert again.reused == {name: True for name in pipeline.OBSERVATION_RUNS}
+
+
+# --------------------------------------------------------------------------- Wilson intervals in the comparison table
+
+
+def _outcome_reports():
+    """AT (no CAS) and AT+CAS on 20 examples; Square on the subset 0-9; per-example results throughout."""
+    def report(natural, pgd_ce, pgd_adaptive, square, cas):
+        def bools(survived, n=20):
+            out = torch.zeros(n, dtype=torch.bool)
+            out[list(survived)] = True
+            return out
+        correct = {"natural": {"ce": bools(natural)}, "pgd20": {"ce": bools(pgd_ce)},
+                   "square": {"ce": bools(square, 10)}}
+        if pgd_adaptive is not None:
+            correct["pgd20"]["ce+cas"] = bools(pgd_adaptive)
+        return EvaluationReport(eps=0.1, n_examples=20, has_cas=cas, correct=correct, digest="same",
+                                examples={"square": torch.arange(10)},
+                                accuracy={a: {o: c.double().mean().item() for o, c in by.items()}
+                                          for a, by in correct.items()})
+    return {"pgd_at": report(range(19), range(12), None, range(7), False),
+            "pgd_at+cas": report(range(20), range(17), range(3, 11), range(2, 9), True)}
+
+
+def test_results_table_prints_each_accuracy_with_its_wilson_interval():
+    from cas_edu.evaluation import wilson_interval
+
+    reports = _outcome_reports()
+    table = pipeline.results_table(reports)
+    lines = table.splitlines()
+    headers = [c.strip() for c in lines[0].split("|")[1:-1]]
+    cells = {row[0]: dict(zip(headers, row)) for row in
+             ([c.strip() for c in line.split("|")[1:-1]] for line in lines[3:5])}
+    at, cas = reports["pgd_at"], reports["pgd_at+cas"]
+
+    def expected(outcomes):
+        ci = wilson_interval(outcomes)
+        return f"{100 * ci.accuracy:.1f} {ci.bounds(1)}"
+
+    assert cells["AT"]["natural"] == expected(at.correct["natural"]["ce"]) == "95.0 [76.4, 99.1]"
+    assert cells["AT"]["PGD-20 main head"] == expected(at.correct["pgd20"]["ce"])
+    assert cells["AT"]["PGD-20 adaptive"] == cells["AT"]["PGD-20 main head"]  # ce stands in without CAS
+    assert cells["AT+CAS"]["PGD-20 main head"] == expected(cas.correct["pgd20"]["ce"])
+    assert cells["AT+CAS"]["PGD-20 adaptive"] == expected(cas.correct["pgd20"]["ce+cas"])
+    assert cells["AT+CAS"]["Square"] == expected(cas.correct["square"]["ce"])  # over the subset's 10, not 20
+    assert cells["AT+CAS"]["worst case"] == expected(cas.worst_case_correct()[1]) == "60.0 [31.3, 83.2]"
+    assert [c.strip() for c in lines[2].split("|")[1:-1]] == ["n", "20", "20", "20", "10", "10"]
+    assert "Wilson" in table
+
+
+def test_results_rows_stay_plain_numbers_without_intervals_and_cas_gains_read_them():
+    reports = _outcome_reports()
+    _, plain = pipeline.results_rows(reports)
+    _, bracketed = pipeline.results_rows(reports, intervals=True)
+    assert all(float(cell) >= 0 for row in plain for cell in row[1:])
+    assert [[c.split(" [")[0] for c in row] for row in bracketed] == plain
+    assert pipeline.cas_gains(reports) == {"AT": -10.0}  # worst case 6/10 with CAS, 7/10 without
+
+
+def test_results_table_leaves_out_intervals_it_cannot_count():
+    """A hand-built report whose accuracy × n is no whole number has no per-example results to count."""
+    odd = EvaluationReport(eps=0.1, n_examples=7, accuracy={"natural": {"ce": 0.5}, "pgd20": {"ce": 0.25}})
+    _, rows = pipeline.results_rows({"pgd_at": odd}, intervals=True)
+    assert rows == [["AT", "50.0", "25.0", "25.0"]]
+
