@@ -14,7 +14,8 @@ Foundation (torch only)
     validation   the one input rule at the public boundary (images, labels, batch sizes, seeds).
     data         datasets: digits offline; MNIST, Fashion-MNIST, CIFAR-10, SVHN from ``CAS_EDU_DATA``.
 Science
-    attacks      FGSM, PGD, CW∞, PGD with restarts, straight-through PGD, the TRADES KL attack, AutoAttack.
+    attacks      FGSM and PGD (untargeted or targeted; PGD with random restarts), CW∞, straight-through PGD,
+                 the TRADES KL attack, AutoAttack.
     losses       training objectives: CE(+CAS), TRADES(+CAS), MART(+CAS) as the official files compute them.
     activations  a layer's channel activations under attack: capture, the paper's statistics (Figures 1-2),
                  what a CAS module does to a layer (``channel_data``, ``suppressed_channels``), saturation.

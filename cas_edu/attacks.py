@@ -455,7 +455,10 @@ def cw_inf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_
 
 def trades_kl_attack(model: nn.Module, x: torch.Tensor, eps: float, step_size: float, steps: int = 10,
                      objective: str = "ce", beta: float = DEFAULT_CAS_BETA) -> torch.Tensor:
-    """The TRADES inner maximisation: KL(p(x_adv) ‖ p(x)) from a 0.001·N(0, 1) start (plus the aux-head KLs for ``ce+cas``).
+    """The TRADES inner maximisation: KL(p(x) ‖ p(x_adv)) from a 0.001·N(0, 1) start (plus the aux-head KLs for ``ce+cas``).
+
+    ``F.kl_div(log p(x_adv), p(x))`` as in the official code, i.e. the natural prediction is the reference
+    distribution (the same direction as the TRADES loss's regulariser).
 
     Needs no labels: it pushes the prediction away from the model's own prediction on ``x``.
     Shape: x (N, C, H, W) float in [0, 1]; returns x_adv of x's shape in the caller's dtype, within ε of x (L∞)

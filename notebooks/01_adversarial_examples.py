@@ -75,14 +75,14 @@
 # %% [markdown]
 # ## Configuration
 #
-# All the knobs sit in the next cell. `PROFILE` comes from the environment variable `CAS_EDU_PROFILE`, the same
+# All the knobs sit in the configuration cell, after the Colab set-up cell. `PROFILE` comes from the environment variable `CAS_EDU_PROFILE`, the same
 # three names in every notebook of the course:
 #
 # * **`cpu`** (the default, and what the automated tests run) keeps everything small;
 # * **`colab`** runs the same small settings on a hosted notebook (a Colab GPU makes them faster);
 # * **`gpu`** trains longer and evaluates on the whole test split.
 #
-# Any other name stops the next cell with an error that names the valid ones.
+# Any other name stops the configuration cell (the one after the Colab set-up cell) with an error that names the valid ones.
 # `DEVICE = "auto"` picks a GPU when there is one and the CPU otherwise.
 
 # %% tags=["setup"]

@@ -52,7 +52,7 @@
 # * **`colab`**: the `cpu` settings and runs, on a hosted notebook (the paper's setting needs the `gpu` profile's
 #   GPU-hours, more than a free Colab session gives).
 #
-# Any other profile name stops the next cell with an error that names the valid ones.
+# Any other profile name stops the configuration cell (the one after the Colab set-up cell) with an error that names the valid ones.
 
 # %% tags=["setup"]
 # Set-up for Google Colab, written by `make links`: there it installs cas_edu when it is missing, picks the

@@ -54,7 +54,7 @@
 #   section 2, before running this profile. The evaluation adds AutoAttack and the straight-through attack.
 # * **`colab`**: the `cpu` settings and runs, on a hosted notebook.
 #
-# Any other profile name stops the next cell with an error that names the valid ones.
+# Any other profile name stops the configuration cell (the one after the Colab set-up cell) with an error that names the valid ones.
 
 # %% tags=["setup"]
 # Set-up for Google Colab, written by `make links`: there it installs cas_edu when it is missing, picks the

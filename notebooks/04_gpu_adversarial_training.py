@@ -38,7 +38,7 @@
 #   the costly attacks on a class-balanced 200. The cell after the config prints its estimated training time from
 #   the FLOP count (an estimate, not a measurement).
 #
-# Any other profile name stops the next cell with an error that names the valid ones.
+# Any other profile name stops the configuration cell (the one after the Colab set-up cell) with an error that names the valid ones.
 
 # %% [markdown] tags=["launch"]
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/cas_edu/blob/main/notebooks/student/04_gpu_adversarial_training.ipynb) [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/cas_edu/main?urlpath=lab/tree/notebooks/student/04_gpu_adversarial_training.ipynb)
@@ -68,7 +68,7 @@ if "google.colab" in sys.modules:
 # %%
 import os
 
-from cas_edu import presets
+from cas_edu import hosted, presets
 
 PROFILE = presets.get_profile(os.environ.get("CAS_EDU_PROFILE", "cpu")).name   # cpu (default), colab or gpu; ValueError for others
 DATA_ROOT = os.environ.get("CAS_EDU_DATA")          # folder with CIFAR-10 for the gpu/colab profiles (nothing is downloaded)
@@ -77,7 +77,7 @@ EPS = None                  # None: the dataset's default L∞ budget (digits 0.
 EPOCHS = None               # None: the profile's (cpu: 6; colab: 10; gpu: the paper's per method)
 DEVICE = "auto"             # CUDA, then MPS, then CPU
 SEED = 0
-RUNS_DIR = "runs"           # runs land in RUNS_DIR/<profile>/<method>[+cas]
+RUNS_DIR = hosted.runs_dir("runs")  # runs land in RUNS_DIR/<profile>/<method>[+cas]; on Colab with Drive mounted, on Drive
 
 # %%
 from cas_edu import data, evaluation, exercises, pipeline, plots, presets, runtime
@@ -145,17 +145,17 @@ for name, config in configs.items():
 #
 # `pipeline.suite_configs` built one training configuration per run: each method without and with CAS (the `colab`
 # profile trains AT and AT+CAS only). Each run lives in
-# `notebooks/runs/<profile>/<run>`; a run that finished there with exactly the same configuration is
+# `notebooks/runs/<profile>/<run>` (on Colab with Google Drive mounted, in `MyDrive/cas_edu/runs/<profile>/<run>`); a run that finished there with exactly the same configuration is
 # **reused**, whether this notebook or the command line trained it. So on a GPU machine you can train in
 # the background (e.g. under `nohup`, one command per run, `--resume` continues an interrupted run) and
 # open the notebook when they are done. The commands, from the repository root:
 
 # %%
 for name, config in configs.items():
-    out_dir = f"{RUNS_DIR}/{profile.name}/{name}"
+    out_dir = os.path.join(RUNS_DIR, profile.name, name)
     state = "finished, will be reused" if pipeline.is_finished(config, out_dir) else "to train"
     print(f"# {pipeline.display_name(name)}: {config.epochs} epochs, {state}")
-    print(pipeline.cli_command(config, f"notebooks/{out_dir}"))
+    print(pipeline.cli_command(config, os.path.join("notebooks", out_dir)))  # an absolute RUNS_DIR stays as it is
 
 # %% [markdown]
 # ## 3 · Train (or reuse) them

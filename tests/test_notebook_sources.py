@@ -179,7 +179,7 @@ BREAKAGES = {
     "py cell type changed": (pair_differences, _edit_py("# %% [markdown]\n# ## Configuration", "# %%\n# ## Configuration")),
     "py cell removed": (pair_differences, _edit_py("# %% [markdown]\n# ## Configuration", "# ## Configuration")),
     "ipynb collapsed flag dropped": (pair_differences, _edit_nb(
-        lambda nb: next(c for c in nb.cells if "tags" in c.metadata).metadata.pop("jupyter"))),
+        lambda nb: next(c for c in nb.cells if "jupyter" in c.metadata).metadata.pop("jupyter"))),
     "py syntax error": (script_syntax_errors, _edit_py("SEED = 0", "SEED = = 0")),
     "py missing": (pair_differences, lambda ipynb: ipynb.with_suffix(".py").unlink()),
     "error output": (error_outputs, _add_output(nbformat.v4.new_output(
