@@ -145,7 +145,8 @@ print(f"AT − STD on the same images: {evaluation.paired_interval(natural['AT']
 # its training budget ε, perhaps at some cost in natural accuracy (the previous cell: each accuracy with its 95 %
 # Wilson interval, and their difference with a paired one, as in notebook 01). The lines printed above the figure
 # compare the two models at ε on the same images in the same way, and say whether the difference is resolved; the
-# error bars are each point's Wilson interval.
+# error bars are each point's Wilson interval. The curve draws its own random starts for PGD, so its points at ε can
+# differ a little from the printed line.
 
 # %%
 eps_grid = [0.0, EPS / 2, EPS, 2 * EPS]
@@ -214,7 +215,9 @@ for label, (acts, y) in layers.items():
 # The same contrast as a picture: for every channel, the share of natural images that activate it at 1 %, channels
 # sorted from the most to the least often active. The x axis is the channel's rank as a share of the layer, so the two
 # layers (128 and 256 or 512 channels) sit on one axis. A curve that stays near 1 all the way is a saturated layer; a
-# curve that falls to 0 on the right has quiet channels that an attack could wake.
+# curve that falls well below 1 on the right has channels that many images leave off. The curve pools all classes, so
+# it need not reach 0 even when each class leaves many channels quiet (a channel quiet for one class may be busy for
+# another): the *quiet/class* columns of the table above count those, class by class.
 
 # %%
 fig = go.Figure()
@@ -343,7 +346,9 @@ display(Markdown(observations.observation_table(list(measured.items()))))
 
 
 # %% [markdown]
-# The verdicts below are computed from the table's intervals, not written by hand: read them next to the numbers.
+# The verdicts below are computed from the same measurements as the table, not written by hand: read them next to the
+# numbers. Observation 2's verdict rests on the *excess* (attack − noise) interval, which the table does not show and
+# each line prints.
 
 # %%
 def verdicts(label, obs):
@@ -391,9 +396,13 @@ def compare(what, a, b, digits):
 
 
 print("Observation 1:", compare("magnitude ratio", std.magnitude_ratio, at.magnitude_ratio, 3) + ".")
+paper_pattern = std.observation_1 and not at.observation_1
+lowered = at.magnitude_ratio.high < std.magnitude_ratio.low
 print("  Paper: AT removes observation 1. Here: STD " + ("shows" if std.observation_1 else "does not show")
       + " it, AT " + ("shows" if at.observation_1 else "does not show") + " it — "
-      + ("as in the paper." if std.observation_1 and not at.observation_1 else "not the paper's pattern."))
+      + ("as in the paper." if paper_pattern and lowered else
+         "the paper's pattern, but the difference between the two models is not resolved by this sample."
+         if paper_pattern else "not the paper's pattern."))
 for t in THRESHOLDS:
     print(f"Observation 2 at {100 * t:g} %:", compare("excess of woken channels per class", std.row(t).woken_excess,
                                                    at.row(t).woken_excess, 1) + ".")
@@ -415,7 +424,10 @@ print("  Paper: AT keeps observation 2. Here, at the paper's 1 %: AT "
 # differ from the paper, that is a finding about this setting, not a refutation of the paper — and where they agree,
 # not a confirmation either. And check section 1's verdict first: if it found no resolved robustness difference
 # between AT and STD, this AT model has not learned much robustness, and comparing its channels with STD's says
-# little about what adversarial training does. The gpu profile computes the same table in the paper's own setting.
+# little about what adversarial training does. Read the comparison lines, too, not only the "shows it" words: a model
+# *shows* an observation when its own interval clears the null, which is weaker than a resolved difference between
+# two models — one model can show it and the other not while their intervals still overlap. The gpu profile computes
+# the same table in the paper's own setting.
 # Notebook 03 adds CAS to the AT model and measures whether it wakes fewer channels.
 
 # %% [markdown]
@@ -533,8 +545,9 @@ for threshold in (0.01, 0.1, 0.3):
 small_acts = next(iter(layers.values()))[0]
 print("small CNN saturation at 1 %, 10 %, 30 %:",
       [round(activations.saturation(small_acts, t), 2) for t in (0.01, 0.1, 0.3)])
-# With a higher threshold fewer channels count as activated and differences between natural and adversarial
-# images can appear or vanish. The paper's 1 % is a choice; a claim about "uniformity" is strongest when it
+# With a higher threshold fewer channels count as activated (the saturation falls), and the count of channels
+# adversarial images activate more often moves with it (see the printed lines): differences between natural and
+# adversarial images can appear or vanish. The paper's 1 % is a choice; a claim about "uniformity" is strongest when it
 # holds across thresholds (as the table of section 5 checks) or with a threshold-free measure such as the channel
 # entropy.
 

@@ -51,7 +51,8 @@
 # * **`gpu`**: the paper's setting — CIFAR-10 (from the folder in `CAS_EDU_DATA`; nothing is downloaded),
 #   ResNet-18 with 512 channels in `layer4`, the official AT schedule, ε = 8/255. The AT and AT+CAS runs are
 #   notebook 04's (`runs/gpu/pgd_at`, `runs/gpu/pgd_at+cas`): train them there, or with the commands printed in
-#   section 2, before running this profile. The evaluation adds AutoAttack and the straight-through attack.
+#   section 2, before running this profile. The evaluation adds AutoAttack and the straight-through PGD-100 × 5
+#   (section 5.2).
 # * **`colab`**: the `cpu` settings and runs, on a hosted notebook.
 #
 # Any other profile name stops the configuration cell (the one after the Colab set-up cell) with an error that names the valid ones.
@@ -228,7 +229,7 @@ _ = model.eval()
 # `training.train_or_load` saves each run under `runs/` and **reuses a finished run** with the same configuration —
 # one trained by notebook 02 (or, on the gpu profile, notebook 04), or on the command line. The next cell prints
 # each run's command, to be run from the repository root; on the gpu profile set `CAS_EDU_DATA` (or add
-# `--data-root`). When nothing is reused, the next cell's training takes most of this notebook's running time.
+# `--data-root`). When nothing is reused, the training cell after it takes most of this notebook's running time.
 
 # %%
 RUNS = {"AT": "pgd_at", "AT+CAS": "pgd_at+cas"}   # label -> run of pipeline.observation_configs
@@ -247,15 +248,15 @@ cas_model, cas_history = training.train_or_load(config_cas, run_dirs["AT+CAS"], 
 # The training curves: loss, accuracy on the (attacked) training batches, and on the validation split
 # natural accuracy and accuracy under PGD-10 (with the adaptive objective for the CAS model).
 #
-# **Why AT+CAS's training accuracy can sit near 100 % while its validation accuracy does not.** Training accuracy is
-# measured on the attacked training batches *in training mode*, where each CAS module multiplies the features by the
-# weight row of the **true** label. The mask itself carries the answer: the layers after it see features shaped by
-# $W_y$ and soon learn to read $y$ off them, whatever the attack did to the image. So for a CAS model the training
-# accuracy says nothing about robustness. The validation curves are measured in evaluation mode (masks from the
-# auxiliary predictions, the adaptive PGD-10) and are the ones to compare; the lines under the figure put the two side
-# by side, each validation accuracy with its 95 % Wilson interval over the validation images (notebook 01). The
-# training accuracy gets none: it averages over an epoch in which the model kept changing, so it estimates nothing
-# about one model.
+# **Why AT+CAS's training accuracy can sit near 100 % while its validation accuracy under attack does not.** Training
+# accuracy is measured on the attacked training batches *in training mode*, where each CAS module multiplies the
+# features by the weight row of the **true** label. The mask itself carries the answer: the layers after it see
+# features shaped by $W_y$ and soon learn to read $y$ off them, whatever the attack did to the image. So for a CAS
+# model the training accuracy says nothing about robustness. The validation curves are measured in evaluation mode
+# (masks from the auxiliary predictions, the adaptive PGD-10) and are the ones to compare; the lines under the figure
+# put the two side by side, each validation accuracy with its 95 % Wilson interval over the validation images
+# (notebook 01). The training accuracy gets none: it averages over an epoch in which the model kept changing, so it
+# estimates nothing about one model.
 
 # %%
 plots.training_curves_figure({"AT": at_history, "AT+CAS": cas_history},
@@ -295,7 +296,8 @@ display(Markdown(observations.observation_table(list(obs.items()))))
 
 # %% [markdown]
 # The verdicts below are computed from the intervals in the table, one line each — first the two observations per
-# model, then, per threshold, whether AT+CAS wakes fewer channels than AT. We call a difference *resolved* only when
+# model (observation 2 from the interval of the attack − noise difference, which the table does not print), then,
+# per threshold, whether AT+CAS wakes fewer channels than AT. We call a difference *resolved* only when
 # the two intervals do not overlap (a conservative reading: overlapping intervals can still hide a small difference).
 
 # %%
@@ -382,8 +384,9 @@ plots.suppression_figure({"AT": data_at, "AT+CAS": data_cas}, class_id=CLASS_ID,
 # the class's natural images leave quiet (mean activation at most 1 % of the class's strongest channel), how many the
 # attack raises above that level, for AT and for AT+CAS before the mask; then how many channels the mask suppresses,
 # how much of the pre-mask activation falls on them (natural vs adversarial), and whether the auxiliary head picks
-# the class's own row. The sentences are generated from the values; they describe one class without an interval —
-# section 3's table is the measured statement.
+# the class's own row. The sentences are generated from the values; they describe one class at `layer4_0`, without an
+# interval — section 3's table (every class, at `layer4_1`, with intervals) is the measured statement, and where the
+# two point different ways, quote the table.
 
 # %%
 def woken_quiet_channels(channel_data):

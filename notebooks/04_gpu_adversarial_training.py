@@ -169,13 +169,13 @@ suite = pipeline.run_suite(profile, RUNS_DIR, dataset=ds, seed=SEED, device=DEVI
 print(suite.summary())
 
 # %% [markdown]
-# Training curves, one colour per method; CAS runs are dashed. TRADES' loss is on another scale (it adds a
-# KL term), so compare accuracies rather than losses across methods. The training accuracy of a CAS run can sit near
-# 100 % from early on: it is measured in training mode, where every CAS mask is the *true* label's weight row, and the
-# layers after the mask learn to read the label off it (notebook 03, section 2). It says nothing about robustness;
-# compare the validation curves, measured in evaluation mode. The lines under the figure put the two side by side,
-# the validation accuracy with its 95 % Wilson interval over the validation images (the training accuracy, an average
-# over an epoch of a changing model, gets none).
+# Training curves, one colour per method; CAS runs are dashed. Each run minimises a different loss (TRADES and MART
+# add a KL term, a CAS run adds its auxiliary cross-entropies), so compare accuracies rather than losses across runs.
+# The training accuracy of a CAS run can sit near 100 % from early on: it is measured in training mode, where every
+# CAS mask is the *true* label's weight row, and the layers after the mask learn to read the label off it (notebook
+# 03, section 2). It says nothing about robustness; compare the validation curves, measured in evaluation mode. The
+# lines under the figure put the two side by side, the validation accuracy with its 95 % Wilson interval over the
+# validation images (the training accuracy, an average over an epoch of a changing model, gets none).
 
 # %%
 histories = {pipeline.display_name(name): history for name, history in suite.histories.items()}
@@ -197,7 +197,8 @@ for name, history in suite.histories.items():
 # softmax-weighted mask so that gradients can see the argmax that picks the mask — BPDA), and on the `gpu`
 # profile AutoAttack, plain and straight-through. For CAS models every white-box attack runs twice — on the
 # main head alone and with the adaptive objective (main + β · auxiliary losses), as notebook 03 explained;
-# for models without CAS both columns hold the same attack.
+# for models without CAS both columns hold the same attack. The table shows FGSM's main-head column only (the figure
+# after it shows both, and the worst case counts both).
 #
 # The **worst case** column counts an image only if the model classifies it correctly naturally *and* under
 # every attack — the per-example worst case, the number to quote. (Taking the lowest column instead would
@@ -233,15 +234,17 @@ for name, report in reports.items():
 
 
 # %% [markdown]
-# **How to read these lines.** Each change comes with a paired 95 % interval: both models were
-# evaluated on the same images, so the interval counts the images on which exactly one of the two is right.
-# An interval that contains 0 means the data cannot tell whether CAS helps on this problem — say exactly that,
-# not "CAS adds x points". Then compare the main-head change with the worst-case change: where the main head
-# credits CAS with more than the worst case does, the attack that ignores the auxiliary heads is being fooled
-# by the argmax mask (notebook 03's pitfall), and the warnings printed under the lines name the attack that
-# found the extra errors. Whether CAS helps at the paper's scale (CIFAR-10, ResNet-18) is what the `gpu`
-# profile measures — with these same columns. Re-running on another machine changes the numbers (training is not
-# bit-for-bit reproducible across machines), and the intervals cover the test images, not the training run.
+# **How to read these lines.** Each change comes with a paired 95 % interval: both models were evaluated on the same
+# images, so the interval counts the images on which exactly one of the two is right. An interval that contains 0
+# means the data cannot tell whether CAS helps on this problem — say exactly that, not "CAS adds x points". Then
+# compare the main-head change with the worst-case change: where the main head credits CAS with more than the worst
+# case does, the attack that ignores the auxiliary heads is being fooled by the argmax mask (notebook 03's pitfall);
+# the table above shows which columns found the extra errors. A warning under the lines, where one is printed, names
+# two attacks that disagree the wrong way — one found errors the other should have found too: a sign of gradient
+# masking or of too weak an attack (notebook 03, section 5.2, lists the checks). The adaptive attack beating the
+# main-head one is expected and gives no warning. Whether CAS helps at the paper's scale (CIFAR-10, ResNet-18) is what
+# the `gpu` profile measures — with these same columns. Re-running on another machine changes the numbers (training is
+# not bit-for-bit reproducible across machines), and the intervals cover the test images, not the training run.
 
 # %% [markdown]
 # ## 5 · On a GPU
