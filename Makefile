@@ -23,7 +23,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 test: $(STAMP)
-	CAS_EDU_DATA=$(DATA) CAS_EDU_PROFILE=cpu $(BIN)/python -m pytest tests notebooks --ignore=notebooks/student --nbval-lax --nbval-current-env -q
+	CAS_EDU_DATA=$(DATA) CAS_EDU_PROFILE=cpu $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -q
 
 # jupytext --sync takes the cells from the newer file of each pair (outputs stay in the .ipynb); nbconvert without
 # --execute then only trims the .ipynb metadata to the portable kernelspec + language name (JupyterLab saves more).

@@ -81,7 +81,9 @@ class CASModule(nn.Module):
         aux_logits = self.auxiliary_logits(features)
         if self.training:
             if y is None:
-                raise ValueError("CASModule in training mode needs the true labels y to pick the mask.")
+                raise ValueError("CASModule in training mode picks its mask by the true labels y, and none were "
+                                 "given: call model.eval() for inference (the mask then comes from the auxiliary "
+                                 "prediction), or pass the labels while training: model.forward_details(x, y).")
             classes = y
         else:
             classes = aux_logits.argmax(dim=1)

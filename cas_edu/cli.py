@@ -21,10 +21,10 @@ import torch
 from . import data, run_folder
 from .activations import DEFAULT_THRESHOLD, SATURATED_SHARE
 from .checkpoint import CheckpointWriteError, checkpoint_file, read_checkpoint
-from .evaluation import ATTACKS, REPORT_ATTACKS, STRAIGHT_THROUGH, report_attacks
+from .evaluation import ATTACKS, COSTLY, REPORT_ATTACKS, STRAIGHT_THROUGH, report_attacks
 from .models import MODELS
 from .presets import METHODS, PRESETS, TrainConfig, make_config
-from .runtime import AMP_MODES, CHANNELS_LAST_MODES, DEFAULT_AMP
+from .runtime import AMP_MODES, CHANNELS_LAST_MODES, DEFAULT_AMP, progress_style
 from .training import NonFiniteLossError
 from .validation import MAX_SEED
 
@@ -142,13 +142,30 @@ def _attack_list(text: str) -> str:
     return ",".join(names)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m cas_edu``: the ``train``, ``evaluate``, ``activations`` and ``notebooks`` sub-commands
-    and every flag, each with its type check (a bad value is a :class:`UsageError`, exit code 2).
+#: How usage lines and errors name the program unless it was started as a console script (:func:`_invoked_as`).
+DEFAULT_PROG = "python -m cas_edu"
+
+
+def _invoked_as(argv0: str | None = None) -> str:
+    """The program name for usage lines and errors: the console script's name as typed (``cas-edu``), or
+    :data:`DEFAULT_PROG` when started as a module (``python -m cas_edu``: ``argv0`` is a ``.py`` file) or when
+    there is no command line. ``argv0`` defaults to ``sys.argv[0]``.
+
+    Raises: nothing of its own.
+    """
+    argv0 = sys.argv[0] if argv0 is None and sys.argv else argv0
+    name = Path(argv0).name if argv0 else ""
+    return name if name and not name.endswith(".py") and name != "-c" else DEFAULT_PROG
+
+
+def build_parser(prog: str = DEFAULT_PROG) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m cas_edu`` (named ``prog`` in usage lines and errors): the ``train``,
+    ``evaluate``, ``activations`` and ``notebooks`` sub-commands and every flag, each with its type check (a bad
+    value is a :class:`UsageError`, exit code 2).
 
     Raises: nothing of its own; ``parse_args`` raises :class:`UsageError` for bad arguments.
     """
-    parser = _Parser(prog="python -m cas_edu", description="Channel-wise Activation Suppressing: train, attack, inspect.",
+    parser = _Parser(prog=prog, description="Channel-wise Activation Suppressing: train, attack, inspect.",
                      epilog=EXIT_CODES)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -187,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="replace the run in --out: its checkpoints, history and reports (eval/, eval.json) are "
                             "deleted before the first epoch (without it a folder holding a run is refused)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress bar (a bad CAS_EDU_PROGRESS is refused all the same, before any file is "
+                            "written)")
     train.add_argument("--json", action="store_true", help="print the history as JSON")
     train.add_argument("--out", required=True, type=_path,
                        help="run folder: checkpoint.pt, best.pt, history.json; one training at a time (it holds "
@@ -204,10 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--eps", type=_eps, help="default: the training eps")
     evaluate.add_argument("--dataset", help="default: the training dataset")
     evaluate.add_argument("--split", default="test", choices=["test", "val"])
-    evaluate.add_argument("--n", type=_at_least(1), help="only the first N examples of the split")
+    evaluate.add_argument("--n", type=_at_least(1), help="only the first N examples of the split (a larger N uses "
+                                                         "them all and says so on stderr)")
     evaluate.add_argument("--subset-n", type=_at_least(1),
                           help="run Square, AutoAttack and the straight-through attacks on a seeded, class-balanced "
-                               "subset of N of the examples (default: all)")
+                               "subset of N of the examples (default: all; a larger N uses them all and says so on "
+                               "stderr)")
     evaluate.add_argument("--batch-size", type=_at_least(1), default=256)
     evaluate.add_argument("--seed", type=_seed, default=0)
     evaluate.add_argument("--device", default="auto")
@@ -235,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a channel is activated by an image above THRESHOLD times the image's largest channel "
                            f"(default {DEFAULT_THRESHOLD:g}, the paper's; raise it when the count is saturated)")
     acts.add_argument("--dataset")
-    acts.add_argument("--n", type=_at_least(1), help="only the first N examples of the test split")
+    acts.add_argument("--n", type=_at_least(1), help="only the first N examples of the test split (a larger N uses "
+                                                     "them all and says so on stderr)")
     acts.add_argument("--seed", type=_seed, default=0)
     acts.add_argument("--device", default="auto")
     acts.add_argument("--data-root", type=_path)
@@ -297,11 +319,11 @@ def _command_train(args: argparse.Namespace) -> int:
         given = {name: getattr(args, name) for name in CONFIG_OPTIONS if name in getattr(args, "given", ())}
         if "dataset" in given:
             given["dataset"] = data.dataset_key(given["dataset"])
-        saved, _ = saved_config(out)
+        saved, done = saved_config(out)
         config = resume_config(saved, given, out, flags=True)  # ResumeMismatchError (a ValueError) names the flags
     else:
-        config = config_from_args(args)
-    dataset = data.load(config.dataset, root=config.data_root, download=args.download, val_fraction=config.val_fraction)
+        config, done = config_from_args(args), 0
+    dataset = _load_data(args, config.dataset, root=config.data_root, val_fraction=config.val_fraction)
     _, history = train(config, out_dir=out, dataset=dataset, resume=args.resume, overwrite=args.overwrite,
                        progress=False if args.quiet else None)
     if not run_folder.is_main_process():  # under torchrun, rank 0 reports
@@ -311,8 +333,12 @@ def _command_train(args: argparse.Namespace) -> int:
     else:
         last = history[-1]
         natural, robust = last["val_natural_accuracy"], last["val_robust_accuracy"]
-        trained = (f"trained {config.model} ({config.method}{' + CAS' if config.cas else ''}) on {config.dataset} "
-                   f"for {last['epoch']} epochs")
+        what = f"{config.model} ({config.method}{' + CAS' if config.cas else ''}) on {config.dataset}"
+        if done >= last["epoch"]:  # --resume of a finished run: train() had nothing to do
+            trained = f"{out} had already finished its {_epochs(last['epoch'])}, so nothing was trained; {what}"
+        else:
+            trained = f"trained {what} for {_epochs(last['epoch'])}" + (f" (resumed after epoch {done})" if done
+                                                                          else "")
         if natural is None:
             print(f"{trained} on the whole training set (no validation split, --val-fraction 0): best.pt is the "
                   f"last epoch -> {out / 'checkpoint.pt'}")
@@ -321,6 +347,28 @@ def _command_train(args: argparse.Namespace) -> int:
                   + (f", val PGD-{config.val_attack_steps} {robust:.2%}" if robust is not None else "")
                   + f" -> {out / 'checkpoint.pt'}")
     return 0
+
+
+def _epochs(n: int) -> str:
+    """``n`` epoch(s) in words: ``1 epoch``, ``12 epochs``."""
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
+def _load_data(args: argparse.Namespace, name: str, **options) -> data.Dataset:
+    """``data.load(name, **options)`` for a command: a missing dataset's one line names the CLI's flags
+    (``--download``, ``--data-root``), not the Python arguments of :func:`cas_edu.data.load`'s own message.
+
+    Raises: as :func:`cas_edu.data.load`; ``FileNotFoundError`` with the CLI's wording for a missing dataset.
+    """
+    download = getattr(args, "download", False)  # only train has --download
+    try:
+        return data.load(name, download=download, **options)
+    except data.DatasetNotFoundError as err:
+        fix = ("add --download on a machine with internet, or pass --data-root (or set CAS_EDU_DATA)" if
+               args.command == "train" else "pass --data-root (or set CAS_EDU_DATA)")
+        note = "" if args.command == "train" else f" ({args.command} does not download; train --download does)"
+        raise FileNotFoundError(f"{err.dataset} not found in {err.folder}: {fix} to a folder holding "
+                                f"{err.layout}{note}.") from None
 
 
 def _recorded_config(payload: dict, source: Path) -> TrainConfig:
@@ -344,8 +392,8 @@ def _load_run(args: argparse.Namespace):
         spec = payload["model_spec"]
     name = data.dataset_key(args.dataset) if args.dataset is not None else config.dataset
     # the training dataset is split as in training, so that --split val is the run's own validation split
-    dataset = data.load(name, root=args.data_root or config.data_root,
-                        val_fraction=config.val_fraction if name == config.dataset else 0.1)
+    dataset = _load_data(args, name, root=args.data_root or config.data_root,
+                         val_fraction=config.val_fraction if name == config.dataset else 0.1)
     if dataset.input_shape[0] != spec["in_channels"] or len(dataset.classes) != spec["num_classes"]:
         raise ValueError(f"{dataset.name} images are {dataset.input_shape} with {len(dataset.classes)} classes, but the "
                          f"model expects {spec['in_channels']} channels and {spec['num_classes']} classes.")
@@ -354,9 +402,14 @@ def _load_run(args: argparse.Namespace):
     return model, dataset, eps
 
 
-def _subset(split: data.Split, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _subset(split: data.Split, n: int | None, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` examples of ``split`` (all when None); an ``n`` above the split's size takes them all and
+    says so in one ``note:`` line on stderr (``what`` names the split), never silently."""
     if n is not None and n < 1:
         raise ValueError(f"--n must be at least 1, got {n}.")
+    if n is not None and n > len(split):
+        print(f"note: --n {n} is more than the {len(split)} examples of {what}; using all {len(split)}.",
+              file=sys.stderr)
     return split.x[:n], split.y[:n]
 
 
@@ -370,11 +423,16 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     elif save_in_run:
         run_folder.check_writable_folder(Path(args.run) / run_folder.REPORTS_DIR)
     model, dataset, eps = _load_run(args)
-    x, y = _subset(dataset.test if args.split == "test" else dataset.val, args.n)
+    x, y = _subset(dataset.test if args.split == "test" else dataset.val, args.n,
+                   f"the {args.split} split of {dataset.name}")
     from .models import has_cas
 
     attacks = default_attacks(has_cas(model)) if args.attacks is None else \
         [a.strip() for a in args.attacks.split(",") if a.strip()]
+    costly = [a for a in attacks if a in COSTLY]
+    if args.subset_n is not None and args.subset_n > len(y) and costly:
+        print(f"note: --subset-n {args.subset_n} is more than the {len(y)} examples evaluated; "
+              f"{', '.join(costly)} run on all of them.", file=sys.stderr)
     report = evaluate(model, x, y, eps, attacks=attacks, objective=args.objective, batch_size=args.batch_size,
                       seed=args.seed, progress=not args.json and sys.stderr.isatty(), subset_n=args.subset_n)
     report.checkpoint = str(checkpoint_file(args.run))
@@ -399,7 +457,7 @@ def _command_activations(args: argparse.Namespace) -> int:
     from .runtime import seed_everything
 
     model, dataset, eps = _load_run(args)
-    x, y = _subset(dataset.test, args.n)
+    x, y = _subset(dataset.test, args.n, f"the test split of {dataset.name}")
     seed_everything(args.seed)
     comparison = compare_activations(model, x, y, eps, layer=args.layer, class_id=args.class_id,
                                      threshold=args.threshold)
@@ -407,6 +465,7 @@ def _command_activations(args: argparse.Namespace) -> int:
     summary = {"layer": comparison.layer, "class_id": args.class_id,
                "attack": f"{attack['name']} ({attack['objective']}, step {attack['step_size']:.4g}, random start)",
                **comparison.summary()}  # with threshold, saturation and saturated
+    summary["n_examples"] = int(summary["n_examples"])  # a count (the library's summary holds floats)
     if args.json:
         print(json.dumps({**summary, "natural_counts": comparison.natural_counts.tolist(),
                           "adversarial_counts": comparison.adversarial_counts.tolist(),
@@ -414,8 +473,9 @@ def _command_activations(args: argparse.Namespace) -> int:
                           "adversarial_magnitudes": comparison.adversarial_magnitudes.tolist()}, indent=2))
     else:
         width = max(len(k) for k in summary)
-        for key, value in summary.items():
-            print(f"{key.ljust(width)}  {value:.4f}" if isinstance(value, float) else f"{key.ljust(width)}  {value}")
+        for key, value in summary.items():  # class_id None: every class
+            value = "all" if value is None else f"{value:.4f}" if isinstance(value, float) else value
+            print(f"{key.ljust(width)}  {value}")
         print(comparison.saturation_note())
     return 0
 
@@ -445,6 +505,27 @@ def _check_out(path: str) -> None:
                          "choose another --out.")
 
 
+def _check_course_folder(path: str) -> None:
+    """``notebooks DIR``: a folder, or a path where one can be created, in which a file can really be written
+    (:func:`cas_edu.run_folder.write_problem`); ``ValueError`` naming the folder and why, before anything is copied."""
+    folder = Path(path)
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{path} is a file; give a folder to copy the notebooks into.")
+        existing = folder.absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ValueError(f"cannot create the folder {path}: {existing} is a file, not a folder.")
+    except OSError as err:  # e.g. a parent folder that may not be listed
+        raise ValueError(f"cannot use the folder {path}: {err.strerror or err}.") from None
+    problem = run_folder.write_problem(existing)
+    if problem is not None:
+        what = "write into the folder" if existing == folder.absolute() else "create the folder"
+        raise ValueError(f"cannot {what} {path}: creating a file in {existing} failed ({problem}); choose "
+                         "another folder.")
+
+
 def _check_dataset(name: str) -> str:
     """A dataset argument's canonical name; an ``npz:PATH`` must exist (the others are found by ``data.load``)."""
     key = data.dataset_key(name)
@@ -468,9 +549,9 @@ def _check_args(args: argparse.Namespace) -> None:
     from .runtime import resolve_device
 
     if args.command == "notebooks":
-        if Path(args.dir).exists() and not Path(args.dir).is_dir():
-            raise ValueError(f"{args.dir} is a file; give a folder to copy the notebooks into.")
+        _check_course_folder(args.dir)
         return
+    progress_style()  # a bad CAS_EDU_PROGRESS, also with --quiet or --json: refused before anything is written
     resolve_device(args.device)
     if args.data_root is not None and Path(args.data_root).expanduser().exists() \
             and not Path(args.data_root).expanduser().is_dir():
@@ -515,6 +596,9 @@ def _command_notebooks(args: argparse.Namespace) -> int:
         written = copy_notebooks(args.dir, overwrite=args.overwrite)
     except FileExistsError as err:  # bad input (exit 2), not a failing machine
         raise ValueError(str(err)) from None
+    except OSError as err:  # the machine, after the checks passed (disk full, ...): exit 1, naming the folder
+        where = f" ({err.filename})" if err.filename else ""
+        raise OSError(f"could not copy the course into {args.dir}: {err.strerror or err}{where}.") from None
     print(f"copied {len(written)} course files into {args.dir}; open them with: jupyter lab {args.dir}")
     return 0
 
@@ -544,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = None
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_invoked_as() if argv is None else DEFAULT_PROG).parse_args(argv)
         _check_args(args)
         return COMMANDS[args.command](args)
     except CheckpointWriteError as err:

@@ -28,7 +28,8 @@ Known names (case-insensitive; ``-`` and ``_`` are interchangeable):
   unpickled; a corrupt, truncated or inconsistent file raises ``ValueError`` naming it.
 
 The data root is the ``root`` argument, else ``$CAS_EDU_DATA``, else ``~/.cache/cas_edu``.
-With ``download=False`` nothing touches the network; missing data raises ``FileNotFoundError``.
+With ``download=False`` nothing touches the network; missing data raises ``FileNotFoundError``
+(:class:`DatasetNotFoundError`, naming the folder and the files expected, for the downloadable datasets).
 With ``download=True`` a failed download raises :class:`DownloadError` (an ``OSError``) with one line
 naming the cause (no network, a folder that cannot be written, a corrupt download) and the offline fix.
 """
@@ -53,7 +54,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "MAX_CLASSES", "Dataset", "DownloadError", "Split", "dataset_key", "default_root", "load"]
+__all__ = ["DATASETS", "MAX_CLASSES", "Dataset", "DatasetNotFoundError", "DownloadError", "Split", "dataset_key", "default_root", "load"]
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn")
 
@@ -125,6 +126,20 @@ class DownloadError(OSError):
     Raised by :func:`load` with ``download=True``; an ``OSError``, with one line naming the cause and the offline fix.
     Raises: nothing of its own.
     """
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are missing and ``download`` was False; raised by :func:`load`, with a message that names
+    the Python arguments (``download=True``, ``root=``).
+
+    ``dataset`` (its name as shown), ``folder`` (where it was looked for) and ``layout`` (the files expected there)
+    let a caller say the fix in its own terms: the CLI names ``--download`` and ``--data-root``.
+    Raises: nothing of its own.
+    """
+
+    dataset: str
+    folder: Path
+    layout: str
 
 
 def dataset_key(name: str) -> str:
@@ -269,11 +284,13 @@ def _load_digits(val_fraction: float, seed: int) -> Dataset:
 # --------------------------------------------------------------------------- torchvision
 
 
-def _missing(dataset: str, folder: Path, layout: str) -> FileNotFoundError:
-    return FileNotFoundError(
+def _missing(dataset: str, folder: Path, layout: str) -> DatasetNotFoundError:
+    err = DatasetNotFoundError(
         f"{dataset} not found in {folder} (download=False): pass download=True on a machine with internet, "
         f"or set CAS_EDU_DATA (or root=) to a folder holding {layout}."
     )
+    err.dataset, err.folder, err.layout = dataset, folder, layout
+    return err
 
 
 def _one_line(text: Any, limit: int = 200) -> str:
@@ -306,7 +323,7 @@ def _download_failed(dataset: str, folder: Path, layout: str, err: BaseException
 
 def _torchvision(factory: Callable[[], Any], dataset: str, folder: Path, layout: str, download: bool) -> Any:
     """Build a torchvision dataset. With download=False its 'not found' RuntimeError becomes our
-    FileNotFoundError; with download=True a failed download becomes a one-line :class:`DownloadError`."""
+    :class:`DatasetNotFoundError`; with download=True a failed download becomes a one-line :class:`DownloadError`."""
     try:
         return factory()
     except RuntimeError as err:
@@ -618,8 +635,9 @@ def load(
     with ``val_fraction=0`` the val split is empty (0 examples) and train keeps every training image.
     Shape: every split's x is (N, C, H, W) float32 in [0, 1] and y (N,) int64 (see :class:`Split`).
     Raises: ``ValueError`` for a fraction outside [0, 1), an unknown name, a ``root`` that is a file, or a corrupt
-    or inconsistent npz file (named in the message); ``FileNotFoundError`` for missing data; :class:`DownloadError`
-    (an ``OSError``) when ``download=True`` and the download fails.
+    or inconsistent npz file (named in the message); ``FileNotFoundError`` for missing data
+    (:class:`DatasetNotFoundError` for a downloadable dataset); :class:`DownloadError` (an ``OSError``) when
+    ``download=True`` and the download fails.
     """
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0.0 <= float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1) (0: no validation split, the whole training set "

@@ -149,9 +149,10 @@ PROGRESS_ENV = "CAS_EDU_PROGRESS"
 PROGRESS_STYLES = ("auto", "text")
 
 
-def progress_bar(iterable: Iterable | None = None, **options: Any) -> Any:
-    """A tqdm progress bar over ``iterable`` (``options`` go to tqdm: ``desc``, ``total``, ``disable``, ...):
-    ``tqdm.auto`` by default, plain-text ``tqdm`` when the environment variable ``CAS_EDU_PROGRESS`` is ``text``.
+def progress_style() -> str:
+    """The progress style the environment variable ``CAS_EDU_PROGRESS`` asks for: ``auto`` (also when unset or
+    empty) or ``text``. Checked up front by the CLI and :func:`cas_edu.training.train`, so that a bad value is
+    refused before any file is written (also when no bar is drawn: a bad setting is bad input all the same).
 
     Raises: ValueError when ``CAS_EDU_PROGRESS`` is set to anything but ``auto`` or ``text``.
     """
@@ -159,7 +160,17 @@ def progress_bar(iterable: Iterable | None = None, **options: Any) -> Any:
     if style not in PROGRESS_STYLES:
         raise ValueError(f"{PROGRESS_ENV}={os.environ[PROGRESS_ENV]!r} is not a progress style; set it to "
                          f"{' or '.join(map(repr, PROGRESS_STYLES))}, or unset it.")
-    if style == "text":
+    return style
+
+
+def progress_bar(iterable: Iterable | None = None, **options: Any) -> Any:
+    """A tqdm progress bar over ``iterable`` (``options`` go to tqdm: ``desc``, ``total``, ``disable``, ...):
+    ``tqdm.auto`` by default, plain-text ``tqdm`` when the environment variable ``CAS_EDU_PROGRESS`` is ``text``
+    (:func:`progress_style`).
+
+    Raises: ValueError when ``CAS_EDU_PROGRESS`` is set to anything but ``auto`` or ``text``.
+    """
+    if progress_style() == "text":
         from tqdm.std import tqdm
     else:
         from tqdm.auto import tqdm

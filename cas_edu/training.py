@@ -32,8 +32,8 @@ from .checkpoint import (CheckpointWriteError, load_weights, model_spec, read_ch
                          save_checkpoint, write_json)
 from .models import CASClassifier, ModelOutput, build, has_cas
 from .presets import TrainConfig, validate_config
-from .runtime import (autocast, compile_blocks, memory_format, progress_bar, resolve_device, restore_rng,
-                      rng_state, seed_everything, show_progress)
+from .runtime import (autocast, compile_blocks, memory_format, progress_bar, progress_style, resolve_device,
+                      restore_rng, rng_state, seed_everything, show_progress)
 
 # deprecated aliases (moved to cas_edu.losses), kept for one release
 kl_per_example = losses.kl_per_example
@@ -422,7 +422,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
     batches as one process, split across ranks; rank 0 takes the lock, validates and writes the run folder.
 
     Raises: ValueError for an empty or non-path ``out_dir``, ``overwrite`` without ``out_dir``, ``resume`` with
-    ``overwrite``, a config that cannot train, a corrupt dataset, a training split or batch too small for
+    ``overwrite``, a config that cannot train, a bad ``CAS_EDU_PROGRESS`` (:func:`cas_edu.runtime.progress_style`;
+    also with ``progress=False``), a corrupt dataset, a training split or batch too small for
     BatchNorm or the processes (:func:`check_processes`), or saved weights that do not fit the model;
     FileNotFoundError for ``resume`` with nothing to resume or missing data (:func:`cas_edu.data.load`);
     :class:`~cas_edu.run_folder.RunExistsError` for a folder that already holds a run (neither ``resume`` nor
@@ -446,6 +447,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, resume: bool =
     if overwrite and out_dir is None:
         raise ValueError("overwrite=True replaces the run in out_dir; pass out_dir too.")
     validate_config(config)
+    progress_style()  # a bad CAS_EDU_PROGRESS is refused here, not after the run folder is prepared
+    resolve_device(config.device)  # a device this machine lacks, likewise (it is resolved again under the lock)
     main = out_dir is not None and run_folder.is_main_process()
     # Everything that can refuse runs before the run folder (and its lock) is created: a refused run leaves nothing.
     if main:

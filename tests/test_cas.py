@@ -80,6 +80,18 @@ def test_train_mode_without_labels_raises_value_error():
         module(_features())
 
 
+def test_train_mode_without_labels_says_what_to_do():
+    """A newcomer's ``model(x)`` on a training-mode CAS model: the error names both ways out."""
+    from cas_edu.models import build
+
+    model = build("small_cnn", num_classes=K, in_channels=1, cas=True).train()
+    with pytest.raises(ValueError) as info:
+        model(torch.rand(2, 1, 8, 8))
+    message = str(info.value)
+    assert "model.eval()" in message and "inference" in message
+    assert "model.forward_details(x, y)" in message
+
+
 # --------------------------------------------------------------------------- evaluation-mode mask
 
 def _spread_features(n: int = 12) -> torch.Tensor:

@@ -78,15 +78,32 @@ def test_train_writes_the_run_files(run_dir, capsys):
 
 def test_train_prints_a_summary_or_json(tmp_path, capsys):
     code, out, err = run_cli(capsys, "train", "--out", tmp_path / "std", "--method", "standard", "--epochs", "1",
-                             "--quiet", "--device", "cpu", "--json")
+                             "--quiet", "--device", "cpu")
+    assert code == 0, err
+    assert out.startswith("trained small_cnn (standard) on digits for 1 epoch: ") and "checkpoint.pt" in out
+    code, out, err = run_cli(capsys, "train", "--out", tmp_path / "std", "--resume", "--quiet", "--device", "cpu",
+                             "--json")
     assert code == 0, err
     history = json.loads(out)
     assert len(history) == 1 and history[0]["val_robust_accuracy"] is None
     assert history == json.loads((tmp_path / "std" / "history.json").read_text())["history"]
-    # resuming the finished run trains nothing and prints the human summary
+    # resuming the finished run trains nothing, and says so instead of "trained ... for 1 epoch"
     code, out, err = run_cli(capsys, "train", "--out", tmp_path / "std", "--resume", "--quiet", "--device", "cpu")
     assert code == 0, err
-    assert out.startswith("trained small_cnn") and "1 epochs" in out and "checkpoint.pt" in out
+    assert out.startswith(f"{tmp_path / 'std'} had already finished its 1 epoch, so nothing was trained; "
+                          "small_cnn (standard) on digits") and "checkpoint.pt" in out
+    assert "trained small_cnn" not in out
+
+
+def test_a_resumed_training_counts_the_epochs_it_trained(tmp_path, capsys):
+    args = ["train", "--out", tmp_path / "std", "--method", "standard", "--preset", "paper", "--quiet",
+            "--device", "cpu"]
+    code, out, err = run_cli(capsys, *args, "--epochs", "1")
+    assert code == 0, err
+    assert " for 1 epoch" in out
+    code, out, err = run_cli(capsys, *args, "--epochs", "3", "--resume")
+    assert code == 0, err
+    assert out.startswith("trained small_cnn (standard) on digits for 3 epochs (resumed after epoch 1): "), out
 
 
 def test_resume_without_checkpoint_exits_2(tmp_path, capsys):
@@ -155,6 +172,33 @@ def test_evaluate_reports_autoattack_and_for_cas_the_straight_through_attacks_by
     (run_dir / "unused.json").unlink()
 
 
+def test_an_n_above_the_split_size_uses_every_example_and_says_so(run_dir, capsys, monkeypatch):
+    from cas_edu import evaluation
+
+    asked = {}
+
+    def fake_evaluate(model, x, y, eps, attacks, **kwargs):
+        asked.update(n=len(x), subset_n=kwargs["subset_n"])
+        return evaluation.EvaluationReport(eps=eps, n_examples=len(x))
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    output = run_dir / "unused.json"
+    code, out, err = run_cli(capsys, "evaluate", run_dir, "--n", "100000", "--subset-n", "50000", "--device", "cpu",
+                             "--output", output)
+    output.unlink()
+    assert code == 0, err
+    test_size = asked["n"]
+    assert 300 < test_size < 400  # digits' test split, not 100,000
+    assert err.splitlines() == [
+        f"note: --n 100000 is more than the {test_size} examples of the test split of digits; using all {test_size}.",
+        f"note: --subset-n 50000 is more than the {test_size} examples evaluated; autoattack, pgd-st, "
+        "autoattack-st run on all of them."]
+    code, out, err = run_cli(capsys, "evaluate", run_dir, "--n", "10", "--subset-n", "50000", "--attacks", "natural",
+                             "--device", "cpu", "--output", output)
+    output.unlink()
+    assert code == 0 and err == "", "no note when N fits, nor for --subset-n without a costly attack"
+
+
 def test_evaluate_output_names_the_report_file(run_dir, tmp_path, capsys):
     shutil.rmtree(run_dir / "eval", ignore_errors=True)
     target = tmp_path / "reports" / "natural_only.json"
@@ -170,7 +214,8 @@ def test_activations_json(run_dir, capsys):
     assert code == 0, err
     result = json.loads(out)
     assert result["layer"] == "block3" and result["class_id"] is None
-    assert result["n_examples"] == 100.0 and result["eps"] == pytest.approx(0.1)
+    assert result["n_examples"] == 100 and isinstance(result["n_examples"], int)  # a count, not 100.0
+    assert result["eps"] == pytest.approx(0.1)
     for key in ("natural_counts", "adversarial_counts", "natural_magnitudes", "adversarial_magnitudes"):
         assert len(result[key]) == 128, key
     assert all(0 <= c <= 100 for c in result["natural_counts"] + result["adversarial_counts"])
@@ -203,6 +248,7 @@ def test_activations_threshold_passes_through(run_dir, capsys):
     assert code == 0, err
     lines = dict(line.split(None, 1) for line in out.splitlines())
     assert lines["threshold"] == "0.5000" and lines["saturated"] == "False" and "saturation" in lines
+    assert lines["n_examples"] == "20" and lines["class_id"] == "all"  # a count as a count; no class: all
     assert out.splitlines()[-1].startswith("not saturated: ") and "at t = 50 %" in out
 
 
@@ -265,6 +311,54 @@ def test_evaluate_a_text_file_exits_2(tmp_path, capsys):
     path.write_text("hello world, this is not a checkpoint\n")
     code, out, err = run_cli(capsys, "evaluate", path)
     assert code == 2 and len(err.splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- notebooks
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc, where nothing can be created")
+def test_notebooks_into_a_folder_that_cannot_be_created_is_one_line_naming_it(capsys):
+    code, out, err = run_cli(capsys, "notebooks", "/proc/cas_edu_course")
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("error: cannot create the folder /proc/cas_edu_course: creating a file in /proc failed (")
+    assert "Errno" not in err
+
+
+def test_notebooks_under_a_file_is_refused_before_anything_is_copied(tmp_path, capsys):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    code, out, err = run_cli(capsys, "notebooks", blocker / "course")
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert f"cannot create the folder {blocker / 'course'}: {blocker} is a file, not a folder" in err
+    assert blocker.read_text() == "a file"
+
+
+def test_notebooks_failing_while_copying_is_one_line_naming_the_folder_and_exit_1(tmp_path, capsys, monkeypatch):
+    def disk_full(source, target, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(target))
+
+    monkeypatch.setattr(shutil, "copyfile", disk_full)
+    code, out, err = run_cli(capsys, "notebooks", tmp_path / "course")
+    assert code == 1 and out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: could not copy the course into {tmp_path / 'course'}: No space left on device (")
+
+
+# --------------------------------------------------------------------------- the program's name
+
+
+@pytest.mark.parametrize("argv0, prog", [("/venv/bin/cas-edu", "cas-edu"),
+                                         ("/site-packages/cas_edu/__main__.py", "python -m cas_edu"),
+                                         ("", "python -m cas_edu")], ids=["console-script", "module", "none"])
+def test_usage_and_errors_name_the_program_as_it_was_invoked(argv0, prog, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [argv0, "train"])
+    capsys.readouterr()
+    code = cli.main()  # no argv: main reads sys.argv, as a console script does
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"error: {prog} train: the following arguments are required: --out (see --help)\n"
+    monkeypatch.setattr(sys, "argv", [argv0, "--help"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert capsys.readouterr().out.startswith(f"usage: {prog} [-h]")
 
 
 # --------------------------------------------------------------------------- real processes

@@ -162,6 +162,55 @@ def test_train_refuses_a_split_too_small_to_train_before_creating_the_run_folder
     assert not (tmp_path / "run").exists()
 
 
+def test_a_bad_progress_setting_is_refused_before_any_work_also_when_no_bar_is_drawn(runs, tmp_path, capsys, spies,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("CAS_EDU_PROGRESS", "bar")
+    for args in (["train", "--out", tmp_path / "run", "--quiet"], ["evaluate", runs["plain"], "--json"],
+                 ["activations", runs["plain"]]):
+        line = assert_one_line(*run_cli(capsys, *args))
+        assert "CAS_EDU_PROGRESS='bar' is not a progress style" in line
+    assert spies == {"load": [], "train": []} and not (tmp_path / "run").exists()
+    assert sorted(p.name for p in runs["plain"].iterdir()) == ["best.pt"], "nothing written into the run"
+
+
+def test_library_train_refuses_a_bad_progress_setting_or_device_before_touching_the_run_folder(tmp_path, digits,
+                                                                                            monkeypatch):
+    """The README's promise for train() too: refused before the run folder or its .lock exists, and an
+    ``overwrite`` refused this way has not deleted the old run."""
+    from helpers import subset, tiny_config
+
+    small = subset(digits, 128)
+    old = tmp_path / "old"
+    training.train(tiny_config("standard"), out_dir=old, dataset=small, progress=False)
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    monkeypatch.setenv("CAS_EDU_PROGRESS", "bar")
+    with pytest.raises(ValueError, match="CAS_EDU_PROGRESS"):
+        training.train(tiny_config("standard"), out_dir=old, dataset=small, progress=False, overwrite=True)
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before
+    with pytest.raises(ValueError, match="CAS_EDU_PROGRESS"):
+        training.train(tiny_config("standard"), out_dir=tmp_path / "new", dataset=small, progress=False)
+    assert not (tmp_path / "new").exists()
+    monkeypatch.delenv("CAS_EDU_PROGRESS")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="not available"):
+        training.train(tiny_config("standard", device="cuda"), out_dir=tmp_path / "new", dataset=small)
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_missing_dataset_names_the_cli_flags_not_the_python_arguments(command, runs, tmp_path, capsys, spies):
+    data_root = tmp_path / "data"
+    args = ["train", "--out", tmp_path / "run", "--model", "resnet18", "--quiet"] if command == "train" \
+        else ["evaluate", runs["plain"]]
+    line = assert_one_line(*run_cli(capsys, *args, "--dataset", "cifar10", "--data-root", data_root))
+    assert line.startswith(f"error: CIFAR-10 not found in {data_root}: ")
+    assert "--data-root" in line and "CAS_EDU_DATA" in line and "cifar-10-batches-py/" in line
+    assert "download=True" not in line and "root=" not in line
+    assert ("add --download on a machine with internet" in line) == (command == "train")
+    assert ("evaluate does not download; train --download does" in line) == (command == "evaluate")
+    assert spies["train"] == [] and not (tmp_path / "run").exists()
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc, where os.access lies to root")
 def test_destinations_are_tested_by_writing_not_by_permission_bits(runs, tmp_path, capsys, spies):
     line = assert_one_line(*run_cli(capsys, "train", "--out", "/proc/cas_edu_run", "--quiet"))

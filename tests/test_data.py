@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cas_edu import data
-from cas_edu.data import DATASETS, Dataset, Split, default_root, load
+from cas_edu.data import DATASETS, Dataset, DatasetNotFoundError, Split, default_root, load
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -154,6 +154,10 @@ def test_missing_data_raises_quickly(name: str, tmp_path: Path, cache: Path) -> 
     msg = str(info.value)
     assert str(empty) in msg and "download=True" in msg and "CAS_EDU_DATA" in msg
     assert info.value.__cause__ is None and info.value.__suppress_context__
+    # what the CLI needs to say the fix with its own flags (--download, --data-root)
+    assert isinstance(info.value, DatasetNotFoundError)
+    assert info.value.dataset in msg and str(info.value.folder) in msg and info.value.layout in msg
+    assert str(info.value.folder).startswith(str(empty))
     assert list(empty.iterdir()) == []  # nothing created
 
 

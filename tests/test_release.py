@@ -4,7 +4,9 @@ The wheel goes into a fresh virtual environment that reuses this environment's i
 file pointing at its site-packages; ``--no-deps``: never a second torch download), then ``pip check``. Inside it, from
 a folder outside the repository: ``python -m cas_edu --help``, a one-epoch digits training and its evaluation,
 every module the notebooks import, and ``python -m cas_edu notebooks DIR``. A missing package file or dependency
-fails here.
+fails here. The sdist must be a working copy (MANIFEST.in: the tests with their fixtures, tools/, binder/, the
+benchmarks, the files the Makefile reads; unpacked, its tests collect) without trained runs, results or caches.
+Needs a git checkout (the archives are built from its git-listed files); in an unpacked sdist these tests skip.
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import tomllib
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import jupytext
 import pytest
@@ -37,17 +40,42 @@ def _run(*command, cwd: Path, timeout: float = 900) -> subprocess.CompletedProce
     return result
 
 
+# What a working tree that has been used holds besides the repository's files (all git-ignored): trained runs,
+# benchmark results, the course site, a virtual environment, caches. None of it may reach the sdist or the wheel.
+LEFTOVERS = ["notebooks/runs/cpu/digits_pgd_at/checkpoint.pt", "benchmarks/results/train_digits.json",
+             "site/index.html", ".venv/pyvenv.cfg", "runs/x/best.pt", "test-artifacts/shot.png",
+             "tests/__pycache__/conftest.cpython-311.pyc", "notebooks/.ipynb_checkpoints/01-checkpoint.ipynb",
+             "benchmarks/.oracle-venv/pyvenv.cfg"]
+
+
+def _git_toplevel() -> Path | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=ROOT, capture_output=True, text=True)
+    except FileNotFoundError:  # no git at all
+        return None
+    return Path(result.stdout.strip()).resolve() if result.returncode == 0 else None
+
+
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> Path:
     """Wheel and sdist built from a clean copy of the repository's files (tracked, or new and not ignored), as from
-    a fresh clone: no stale build/ or *.egg-info (whose SOURCES.txt setuptools would reuse) can hide a gap."""
+    a fresh clone: no stale build/ or *.egg-info (whose SOURCES.txt setuptools would reuse) can hide a gap. The
+    copy also gets the ``LEFTOVERS`` of a used working tree, which must stay out. The build's output is kept in
+    ``build.log`` (outside the folder of archives)."""
+    if _git_toplevel() != ROOT:
+        pytest.skip("the release is built from the repository's git-listed files: needs a git checkout, not an "
+                    "unpacked sdist")
     source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist")
     listed = _run("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=ROOT).stdout
     for name in filter(None, listed.split("\0")):
         if (ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
-    _run(sys.executable, "-m", "build", "--no-isolation", "--outdir", out, source, cwd=out)
+    for name in LEFTOVERS:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text("left over from a previous run\n")
+    result = _run(sys.executable, "-m", "build", "--no-isolation", "--outdir", out, source, cwd=out)
+    (out.parent / "build.log").write_text(result.stdout + result.stderr)
     return out
 
 
@@ -92,13 +120,69 @@ def test_wheel_carries_the_package_the_course_and_the_license(wheel):
         assert f"cas_edu/notebooks/{name}" in names and f"cas_edu/notebooks/student/{name}" in names
     assert "cas_edu/notebooks/README.md" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    # only the course from the package data: no sdist-only file (jupytext.toml), no trained run or cache
+    course = {n for n in names if n.startswith("cas_edu/notebooks/")}
+    expected = ({f"cas_edu/notebooks/{n}" for n in notebooks} | {f"cas_edu/notebooks/student/{n}" for n in notebooks}
+                | {f"cas_edu/notebooks/{p.name}" for p in (ROOT / "notebooks").glob("0*.py")}
+                | {"cas_edu/notebooks/README.md"})
+    assert course == expected
+
+
+def test_build_declares_every_package(wheel, dist):
+    """Every folder of the wheel is a package listed in pyproject.toml: setuptools warns ("Package would be
+    ignored") when package data lives in a folder that is not one (notebooks/student/ before
+    cas_edu.notebooks.student was listed), and the build log has no such warning."""
+    setuptools_config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {str(PurePosixPath(n).parent).replace("/", ".") for n in zipfile.ZipFile(wheel).namelist()
+               if n.startswith("cas_edu/")}
+    assert folders == set(setuptools_config["packages"])
+    log = (dist.parent / "build.log").read_text()
+    assert "is absent from the `packages` configuration" not in log and "would be ignored" not in log
+
+
+def _sdist_names(dist: Path) -> set[str]:
+    (sdist,) = dist.glob("cas_edu-*.tar.gz")
+    return {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
 
 
 def test_sdist_carries_the_sources_tests_and_notebooks(dist):
-    (sdist,) = dist.glob("cas_edu-*.tar.gz")
-    names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
+    names = _sdist_names(dist)
     assert {"LICENSE", "pyproject.toml", "README.md", "cas_edu/course.py", "notebooks/03_cas_module.ipynb",
-            "notebooks/student/03_cas_module.ipynb"} <= names
+            "notebooks/03_cas_module.py", "notebooks/student/03_cas_module.ipynb"} <= names
+
+
+def test_sdist_carries_what_its_tests_and_make_need(dist):
+    """Unpacked, the sdist is a working copy: MANIFEST.in adds the test fixtures, the build tools, Binder's
+    environment, the benchmarks and the files the Makefile and the tests read."""
+    names = _sdist_names(dist)
+    tracked = _run("git", "ls-files", "tests", "tools", "binder", "benchmarks", cwd=ROOT).stdout.split()
+    assert {"tests/conftest.py", "tests/helpers.py", "tools/__init__.py", "binder/requirements.txt"} <= set(tracked)
+    missing = set(tracked) - names
+    assert not missing, f"not in the sdist: {sorted(missing)}"
+    assert {"constraints.txt", "Makefile", "CHANGELOG.md", "CITATION.cff", "nbconvert_execute.py",
+            "notebooks/jupytext.toml", "notebooks/README.md"} <= names
+
+
+def test_sdist_leaves_out_runs_results_and_caches(dist):
+    names = _sdist_names(dist)
+    assert {n for n in names if n.startswith(("notebooks/runs", "benchmarks/results"))} == set()
+    assert not set(LEFTOVERS) & names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or ".ipynb_checkpoints" in n]
+
+
+def test_unpacked_sdist_collects_its_tests(dist, tmp_path):
+    """The symptom MANIFEST.in fixes: in an unpacked sdist without tests/conftest.py, tests/helpers.py or tools/,
+    pytest stopped at collection errors. Collection imports every test module (and cas_edu from the unpacked
+    folder, which pytest's ``pythonpath = ["."]`` puts first); nothing is run."""
+    (sdist,) = dist.glob("cas_edu-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        archive.extractall(tmp_path, filter="data")
+    (unpacked,) = tmp_path.iterdir()
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+                            cwd=unpacked, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    collected = {line.split("::")[0] for line in result.stdout.splitlines() if "::" in line}
+    assert collected == {f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py")}
 
 
 def test_installed_wheel_passes_pip_check(venv):

@@ -198,7 +198,8 @@ def test_resume_refuses_every_flag_that_differs_and_names_them(tmp_path, capsys)
     code, stdout, err = run_cli(capsys, "train", "--out", out, "--resume", "--quiet", "--method", "standard",
                                 "--epochs", "1", "--device", "cpu")
     assert code == 0, err
-    assert "(standard)" in stdout and "for 1 epochs" in stdout, "the summary names the method actually used"
+    assert "(standard)" in stdout, "the summary names the method actually used"
+    assert "nothing was trained" in stdout and "finished its 1 epoch" in stdout, "a finished run is not retrained"
 
 
 def test_more_epochs_continue_a_step_schedule(tmp_path, capsys):
