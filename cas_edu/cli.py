@@ -485,45 +485,32 @@ def _check_out(path: str) -> None:
     which a file can really be written (:func:`cas_edu.run_folder.write_problem`; nothing is left behind)."""
     if not str(path).strip():
         raise ValueError("--out must name a run folder, got an empty path (it would train into the current folder).")
-    out = Path(path)
-    try:
-        if out.exists():
-            if not out.is_dir():
-                raise ValueError(f"--out {path} is a file, not a run folder; choose another --out.")
-            existing = out
-        else:
-            existing = out.absolute()
-            while not existing.exists() and existing != existing.parent:
-                existing = existing.parent
-            if not existing.is_dir():
-                raise ValueError(f"--out {path} cannot be created: {existing} is a file, not a folder.")
-    except OSError as err:  # e.g. a parent folder that may not be listed
-        raise ValueError(f"--out {path} cannot be used: {err.strerror or err}.") from None
-    problem = run_folder.write_problem(existing)
-    if problem is not None:
-        raise ValueError(f"--out {path} cannot be written: creating a file in {existing} failed ({problem}); "
-                         "choose another --out.")
+    _check_writable_folder(path, f"--out {path}", "choose another --out")
 
 
 def _check_course_folder(path: str) -> None:
-    """``notebooks DIR``: a folder, or a path where one can be created, in which a file can really be written
-    (:func:`cas_edu.run_folder.write_problem`); ``ValueError`` naming the folder and why, before anything is copied."""
+    """``notebooks DIR``: as :func:`_check_out`, before anything is copied."""
+    _check_writable_folder(path, f"the folder {path}", "choose another folder")
+
+
+def _check_writable_folder(path: str, name: str, fix: str) -> None:
+    """``path`` is a folder, or a path where one can be created, in which a file can really be written
+    (:func:`cas_edu.run_folder.write_problem`); else ``ValueError`` with one line that starts with ``name`` (how the
+    command calls the folder) and ends with ``fix``."""
     folder = Path(path)
     try:
         if folder.exists() and not folder.is_dir():
-            raise ValueError(f"{path} is a file; give a folder to copy the notebooks into.")
+            raise ValueError(f"{name} is a file, not a folder; {fix}.")
         existing = folder.absolute()
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if not existing.is_dir():
-            raise ValueError(f"cannot create the folder {path}: {existing} is a file, not a folder.")
+            raise ValueError(f"{name} cannot be created: {existing} is a file, not a folder.")
     except OSError as err:  # e.g. a parent folder that may not be listed
-        raise ValueError(f"cannot use the folder {path}: {err.strerror or err}.") from None
+        raise ValueError(f"{name} cannot be used: {err.strerror or err}.") from None
     problem = run_folder.write_problem(existing)
     if problem is not None:
-        what = "write into the folder" if existing == folder.absolute() else "create the folder"
-        raise ValueError(f"cannot {what} {path}: creating a file in {existing} failed ({problem}); choose "
-                         "another folder.")
+        raise ValueError(f"{name} cannot be written: creating a file in {existing} failed ({problem}); {fix}.")
 
 
 def _check_dataset(name: str) -> str:

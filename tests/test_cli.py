@@ -320,7 +320,7 @@ def test_evaluate_a_text_file_exits_2(tmp_path, capsys):
 def test_notebooks_into_a_folder_that_cannot_be_created_is_one_line_naming_it(capsys):
     code, out, err = run_cli(capsys, "notebooks", "/proc/cas_edu_course")
     assert code == 2 and out == "" and len(err.splitlines()) == 1, err
-    assert err.startswith("error: cannot create the folder /proc/cas_edu_course: creating a file in /proc failed (")
+    assert err.startswith("error: the folder /proc/cas_edu_course cannot be written: creating a file in /proc failed (")
     assert "Errno" not in err
 
 
@@ -329,7 +329,7 @@ def test_notebooks_under_a_file_is_refused_before_anything_is_copied(tmp_path, c
     blocker.write_text("a file")
     code, out, err = run_cli(capsys, "notebooks", blocker / "course")
     assert code == 2 and out == "" and len(err.splitlines()) == 1, err
-    assert f"cannot create the folder {blocker / 'course'}: {blocker} is a file, not a folder" in err
+    assert f"the folder {blocker / 'course'} cannot be created: {blocker} is a file, not a folder" in err
     assert blocker.read_text() == "a file"
 
 
