@@ -3,15 +3,17 @@
 What it measures
     Wall-clock time (time.perf_counter) of setting a control's ``.value`` -- which fires the widget's
     observer, recomputes the view and writes it into the ``go.FigureWidget`` inside ``batch_update()`` --
-    for ~30 changes per control, on the digits models the notebooks train (standard and PGD-AT, cpu
-    profile; reused from ``notebooks/runs`` when the notebooks ran, trained there otherwise):
+    for ~30 changes per control, on the digits models the notebooks train on the cpu profile (reused from
+    ``notebooks/runs`` when the notebooks ran, trained there otherwise):
 
-    * ``EpsilonExplorer`` (notebook 01), ε slider with FGSM and with PGD-10: every change is a new ε, so
-      each one crafts the attack on one image (no cache hits);
-    * ``ActivationExplorer`` (notebook 02), ε slider, class picker and model toggle, after its one-off
-      precompute (PGD for every model and slider ε), which is timed and reported separately;
-    * ``ChannelExplorer`` (notebook 03), class picker and ε slider on the PGD-AT+CAS model, after its
-      one-off ``activations.channel_data`` precompute (also reported separately).
+    * ``EpsilonExplorer`` (notebook 01, its standard small CNN), ε slider with FGSM and with PGD-10: every
+      change is a new ε, so each one crafts the attack on one image (no cache hits);
+    * ``ActivationExplorer`` (notebook 02, its standard and PGD-AT ``resnet18_w32`` of
+      ``pipeline.observation_configs``), ε slider, class picker, model toggle and threshold slider on all test digits, after its
+      one-off precompute (PGD-20 for every model and slider ε), which is timed and reported separately;
+    * ``ChannelExplorer`` (notebook 03, its PGD-AT+CAS ``resnet18_w32``, at the first CAS layer), class picker
+      and ε slider, after its one-off ``activations.channel_data`` precompute on notebook 03's 200 images and
+      ε grid (also reported separately).
 
     No frontend is attached, so the time is Python-side work: attack, statistics, figure serialisation.
 
@@ -37,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, machine_line, markdown_table, verdict, write_json  # noqa: E402
 
-from cas_edu import activations, data, presets, training, widgets  # noqa: E402
+from cas_edu import activations, data, pipeline, presets, training, widgets  # noqa: E402
 
 TARGET_MS = 100.0
 
@@ -51,21 +53,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def notebook_models(ds: data.Dataset, runs: Path) -> dict:
-    """The STD and AT digits models exactly as notebooks 01/02 configure them (cpu profile)."""
-    eps, steps = 0.1, 3
-    std = presets.make_config("digits", method="standard", epochs=6, seed=0, device="cpu")
-    at = presets.make_config("digits", method="pgd_at", epochs=5, eps=eps, attack_steps=steps,
-                             step_size=2.5 * eps / steps, val_attack_steps=steps, seed=0, device="cpu")
-    return {"STD": training.train_or_load(std, runs / "digits_standard", progress=False, dataset=ds)[0],
-            "AT": training.train_or_load(at, runs / "digits_pgd_at", progress=False, dataset=ds)[0]}
+def notebook_01_model(ds: data.Dataset, runs: Path):
+    """Notebook 01's standard small CNN (cpu profile), from its run folder."""
+    config = presets.make_config("digits", method="standard", epochs=6, seed=0, device="cpu")
+    return training.train_or_load(config, runs / "cpu" / "digits_standard", progress=False, dataset=ds)[0]
 
 
-def notebook_cas_model(ds: data.Dataset, runs: Path):
-    """The PGD-AT+CAS digits model exactly as notebook 03 configures it (cpu profile)."""
-    config = presets.make_config("digits", method="pgd_at", cas=True, epochs=6, attack_steps=5, eps=0.1, seed=0,
-                                 device="cpu")
-    return training.train_or_load(config, runs / "cpu" / "pgd_at+cas", progress=False, dataset=ds)[0]
+def observation_models(ds: data.Dataset, runs: Path) -> dict:
+    """Notebooks 02-03's standard, PGD-AT and PGD-AT+CAS ``resnet18_w32`` (cpu profile), from their run folders."""
+    configs = pipeline.observation_configs("cpu", seed=0, device="cpu")
+    return {name: training.train_or_load(config, pipeline.observation_run_dir(runs, "cpu", name), progress=False,
+                                         dataset=ds)[0] for name, config in configs.items()}
 
 
 def time_changes(control, values: list) -> list[float]:
@@ -99,14 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     rng = random.Random(args.seed)
     ds = data.load("digits")
-    models = notebook_models(ds, Path(args.runs))
+    runs = Path(args.runs)
+    observed = observation_models(ds, runs)
+    eps = pipeline.observation_configs("cpu")["pgd_at"].eps
     rows, raw = [], {}
 
     # Notebook 01: a new ε every change, so every change crafts a fresh attack on one image.
     x, y = ds.test.x[:50], ds.test.y[:50]
     grid = [round(i * 0.01, 2) for i in range(31)]
+    model_01 = notebook_01_model(ds, runs)
     for attack in ("fgsm", "pgd"):
-        explorer = widgets.EpsilonExplorer(models["STD"], x, y, ds.classes, eps=0.1, eps_max=0.3, attack=attack)
+        explorer = widgets.EpsilonExplorer(model_01, x, y, ds.classes, eps=0.1, eps_max=0.3, attack=attack)
         seen = set()
         values = [v for v in changing(grid, 10 * args.changes, 0.1, rng) if not (v in seen or seen.add(v))]
         values = (values + [v + 0.005 for v in grid])[:args.changes]  # distinct: every change is a cache miss
@@ -114,25 +115,30 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row("EpsilonExplorer (01)", f"ε slider, {widgets.EPSILON_ATTACKS[attack]}", seconds))
         raw[f"epsilon_{attack}"] = seconds
 
-    # Notebook 02: precompute once, then every control change reads the cache.
-    x, y = ds.test.x[:200], ds.test.y[:200]
+    # Notebook 02: precompute once (every model and slider ε), then every control change reads the cache.
+    x, y = ds.test.x, ds.test.y
     started = time.perf_counter()
-    explorer = widgets.ActivationExplorer(models, x, y, ds.classes, eps=0.1, eps_max=0.2, eps_step=0.05, class_id=0,
-                                          steps=10, seed=0, progress=False)
+    explorer = widgets.ActivationExplorer({"STD": observed["standard"], "AT": observed["pgd_at"]}, x, y, ds.classes,
+                                          eps=eps, eps_max=2 * eps, eps_step=eps / 2, class_id=0, steps=20, seed=0,
+                                          progress=False)
     precompute_s = time.perf_counter() - started
     for name, control, options in (("ε slider", explorer.eps_slider, explorer.eps_grid),
                                    ("class picker", explorer.class_picker, [v for _, v in explorer.class_picker.options]),
-                                   ("model toggle", explorer.model_toggle, list(explorer.model_toggle.options))):
+                                   ("model toggle", explorer.model_toggle, list(explorer.model_toggle.options)),
+                                   ("threshold slider", explorer.threshold_slider,
+                                    [v for _, v in explorer.threshold_slider.options])):
         seconds = time_changes(control, changing(options, args.changes, control.value, rng))
         rows.append(row("ActivationExplorer (02)", name, seconds))
         raw[f"activation_{name}"] = seconds
 
-    # Notebook 03: precompute once (the grid of notebook 03), then every change indexes the cache.
+    # Notebook 03: precompute once (its 200 images and ε grid), then every change indexes the cache.
+    cas_model = observed["pgd_at+cas"]
+    x, y = ds.test.x[:200], ds.test.y[:200]
     started = time.perf_counter()
-    channel_data = activations.channel_data(notebook_cas_model(ds, Path(args.runs)), x, y, [0.0, 0.05, 0.1, 0.2, 0.3],
-                                         seed=0)
+    channel_data = activations.channel_data(cas_model, x, y, [eps / 2, eps, 2 * eps, 3 * eps],
+                                            layer=cas_model.cas_layers[0], seed=0)
     channel_precompute_s = time.perf_counter() - started
-    channel_explorer = widgets.ChannelExplorer(channel_data, ds.classes, class_id=0, eps=0.1)
+    channel_explorer = widgets.ChannelExplorer(channel_data, ds.classes, class_id=0, eps=eps)
     for name, control, options in (("class picker", channel_explorer.class_picker,
                                     [v for _, v in channel_explorer.class_picker.options]),
                                    ("ε slider", channel_explorer.eps_slider,
@@ -147,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(markdown_table(["widget", "control", "changes", "median ms", "p90 ms", "max ms",
                           f"median ≤ {TARGET_MS:.0f} ms"], rows))
-    print(f"\nActivationExplorer one-off precompute (2 models × {len(explorer.eps_grid)} ε, PGD-10 on {len(x)} images): "
-          f"{precompute_s:.1f} s")
-    print(f"ChannelExplorer one-off precompute (5 ε, PGD-10 adaptive on {len(x)} images): {channel_precompute_s:.1f} s")
+    print(f"\nActivationExplorer one-off precompute (2 models × {len(explorer.eps_grid)} ε, PGD-20 on "
+          f"{len(ds.test)} images): {precompute_s:.1f} s")
+    print(f"ChannelExplorer one-off precompute (4 ε, PGD adaptive on {len(x)} images): {channel_precompute_s:.1f} s")
     path = write_json("widget_latency", {"machine": info, "load_end": load_end, "rows": rows, "seconds": raw,
                                          "activation_precompute_seconds": precompute_s,
                                          "channel_precompute_seconds": channel_precompute_s})
