@@ -645,10 +645,37 @@ def attack_accuracy(report: "EvaluationReport | Mapping[str, Mapping[str, float]
     Source: this package (no paper); the adaptive objective is arXiv 2103.08307 §5.
     """
     by = getattr(report, "accuracy", report).get(attack, {})
-    value = by.get(objective)
-    if value is None and objective == "ce+cas":
-        value = by.get("ce")
-    return value
+    used = _stand_in_objective(by, objective)
+    return None if used is None else by[used]
+
+
+def attack_interval(report: "EvaluationReport | Mapping[str, Mapping[str, float]]", attack: str,
+                    objective: str = "ce+cas") -> "AccuracyInterval | None":
+    """The 95 % Wilson interval of the accuracy :func:`attack_accuracy` reads (the same stand-in rule), or None
+    for an ``accuracy`` dict, an (attack, objective) not run, or a value the report cannot count.
+
+    Raises: nothing of its own.
+    Source: this package (no paper).
+    """
+    if not isinstance(report, EvaluationReport):
+        return None
+    used = _stand_in_objective(report.accuracy.get(attack, {}), objective)
+    if used is None:
+        return None
+    try:
+        return report.interval(attack, used)
+    except ValueError:
+        return None
+
+
+def _stand_in_objective(by: Mapping[str, float], objective: str) -> str | None:
+    """The objective whose value :func:`attack_accuracy` reads from one attack's ``{objective: accuracy}``:
+    ``objective`` itself, else ``ce`` standing in for ``ce+cas`` (a model without CAS), else None."""
+    if by.get(objective) is not None:
+        return objective
+    if objective == "ce+cas" and by.get("ce") is not None:
+        return "ce"
+    return None
 
 
 # --------------------------------------------------------------------------- accuracy intervals
@@ -1052,7 +1079,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
 
 __all__ = ["ATTACKS", "AccuracyInterval", "Attack", "COSTLY", "CURVE_ATTACKS", "DEFAULT_ATTACKS",
            "EvaluationReport", "LABELS", "NO_CAS_LABELS", "PairedDifference", "REGISTRY", "REPORT_ATTACKS",
-           "STRAIGHT_THROUGH", "WHITE_BOX", "accuracy", "attack_accuracy", "attack_entry", "attack_seed",
+           "STRAIGHT_THROUGH", "WHITE_BOX", "accuracy", "attack_accuracy", "attack_entry", "attack_interval", "attack_seed",
            "autoattack_accuracy", "autoattack_correct", "balanced_indices", "column_label", "craft", "curve_options",
            "evaluate", "examples_digest", "masking_warnings", "paired_difference", "paired_interval",
            "report_attacks", "robustness_curve", "wilson_interval"]

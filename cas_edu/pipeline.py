@@ -406,22 +406,12 @@ def results_rows(reports: Mapping[str, EvaluationReport], intervals: bool = Fals
         cells = [display_name(name)]
         for attack, objective, _ in present:
             value = evaluation.attack_accuracy(report, attack, objective)
-            interval = _cell_interval(report, attack, objective) if intervals and value is not None else None
+            interval = evaluation.attack_interval(report, attack, objective) if intervals and value is not None else None
             cells.append(_percent_cell(value, interval))
         worst = worst_case(report)
         cells.append(_percent_cell(worst, report.worst_case_interval if intervals else None))
         rows.append(cells)
     return headers, rows
-
-
-def _cell_interval(report: EvaluationReport, attack: str, objective: str) -> evaluation.AccuracyInterval | None:
-    """The Wilson interval of the value :func:`cas_edu.evaluation.attack_accuracy` reads (``ce`` standing in for
-    ``ce+cas`` on a model without CAS); None when the report cannot count it."""
-    by = report.accuracy.get(attack, {})
-    try:
-        return report.interval(attack, objective if objective in by else "ce")
-    except ValueError:
-        return None
 
 
 def _percent_cell(value: float | None, interval: evaluation.AccuracyInterval | None) -> str:

@@ -23,7 +23,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from .activations import ActivationComparison, ChannelData, class_mean_activations, is_saturated
-from .evaluation import ATTACKS, EvaluationReport, attack_accuracy, attack_entry, column_label, wilson_interval
+from .evaluation import ATTACKS, attack_accuracy, attack_entry, attack_interval, column_label, wilson_interval
 from .evaluation import robustness_curve  # deprecated alias (moved to cas_edu.evaluation), kept for one release
 from .tables import text_table
 
@@ -297,21 +297,6 @@ def training_curves_figure(histories: Mapping[str, Sequence[Mapping]], title: st
     return fig
 
 
-def _bar_interval(report: object, attack: str, objective: str):
-    """The Wilson interval of one bar (the objective :func:`cas_edu.evaluation.attack_accuracy` used), or None
-    for an ``accuracy`` dict or a value the report cannot count."""
-    if not isinstance(report, EvaluationReport) or attack not in report.accuracy:
-        return None
-    by = report.accuracy[attack]
-    used = objective if objective in by else "ce" if objective == "ce+cas" and "ce" in by else None
-    if used is None:
-        return None
-    try:
-        return report.interval(attack, used)
-    except ValueError:
-        return None
-
-
 def robustness_comparison_figure(reports: Mapping[str, object], title: str = "Accuracy under each attack") -> go.Figure:
     """Grouped bars: one group per attack of :data:`cas_edu.evaluation.ATTACKS` that some report ran (white-box
     attacks once per objective, labelled by :func:`cas_edu.evaluation.column_label`), one bar per model; accepts
@@ -333,7 +318,7 @@ def robustness_comparison_figure(reports: Mapping[str, object], title: str = "Ac
     for i, (name, acc) in enumerate(accuracy.items()):
         values = [attack_accuracy(acc, attack, objective) for attack, objective in bars]
         values = [None if v is None else 100 * v for v in values]
-        intervals = [_bar_interval(reports[name], attack, objective) for attack, objective in bars]
+        intervals = [attack_interval(reports[name], attack, objective) for attack, objective in bars]
         error_y = None
         if any(ci is not None for ci in intervals):
             error_y = dict(type="data", symmetric=False, thickness=1, width=3,
