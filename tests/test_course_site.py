@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tools import course_site
+from tools import course_site, static_figures
 
 CHROMIUM = Path(os.environ.get("CAS_EDU_CHROMIUM", "/usr/bin/chromium"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_a_rebuild_replaces_the_previous_site(site, tmp_path):
 def _figure_count(notebook_path: Path) -> int:
     """Outputs that are figures: a plotly figure or an image (a static view should show each as an image)."""
     return sum(1 for cell in nbformat.read(notebook_path, as_version=4).cells for output in cell.get("outputs", [])
-               if any(mime == course_site.FIGURE_MIME or mime.startswith("image/") for mime in output.get("data", {})))
+               if any(mime == static_figures.PLOTLY_MIME or mime.startswith("image/") for mime in output.get("data", {})))
 
 
 def _screenshot(page, name: str) -> None:
@@ -239,3 +239,12 @@ class TestInChromium:
             offline.wait_for_url(f"**/{name}", timeout=NAVIGATION_TIMEOUT_MS)
         offline.locator("nav.course-nav-top a.course-index").click()
         offline.wait_for_url("**/index.html", timeout=NAVIGATION_TIMEOUT_MS)
+
+
+def test_figures_without_image_counts_the_figures_a_static_page_leaves_blank():
+    figure = {"data": [], "layout": {}}
+    bare = nbformat.v4.new_output("display_data", data={static_figures.PLOTLY_MIME: figure, "text/plain": "Figure"})
+    drawn = nbformat.v4.new_output("display_data", data={static_figures.PLOTLY_MIME: figure, "image/png": "iVBORw0KGgo="})
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig", outputs=[bare]),
+                                               nbformat.v4.new_code_cell("fig", outputs=[drawn])])
+    assert course_site.figures_without_image(notebook) == 1

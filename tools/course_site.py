@@ -29,6 +29,7 @@ import jinja2
 import nbformat
 from nbconvert import HTMLExporter
 
+from tools.static_figures import plotly_outputs
 from tools.student_edition import NOTEBOOK_GLOB, markdown_headings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,6 @@ MATHJAX_DIRNAME = "mathjax"
 MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
 SITE_MARKER = ".course-site"  # marks a folder this tool may delete and rebuild
 SITE_TITLE = "Adversarial robustness and Channel-wise Activation Suppressing (CAS)"
-FIGURE_MIME = "application/vnd.plotly.v1+json"
 IMAGE_MIMES = ("image/png", "image/svg+xml", "image/jpeg")
 
 _REMOTE_IMAGE = re.compile(r"!\[([^\]]*)\]\(\s*(?:https?:)?//[^)]*\)")
@@ -115,8 +115,7 @@ def notebook_title(notebook: nbformat.NotebookNode, fallback: str) -> str:
 
 def figures_without_image(notebook: nbformat.NotebookNode) -> int:
     """How many plotly figure outputs carry no static image (they show blank in a static page)."""
-    return sum(1 for cell in notebook.cells for output in cell.get("outputs", [])
-               if FIGURE_MIME in output.get("data", {}) and not any(m in output["data"] for m in IMAGE_MIMES))
+    return sum(1 for output in plotly_outputs(notebook) if not any(m in output["data"] for m in IMAGE_MIMES))
 
 
 def without_remote_images(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
